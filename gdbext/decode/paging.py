@@ -1,0 +1,623 @@
+"""4-level and 5-level page tables: walk one address, dump every mapping.
+
+Everything here is a pure function of a `read_phys(pa, size) -> bytes`
+callable and the control registers, so the same code runs inside gdb, over a
+saved snapshot, and over a fake memory in unit tests.
+
+The rules follow Intel SDM Vol. 3A chapter 4 "Paging" (4.5 "4-Level Paging
+and 5-Level Paging", 4.6 "Access Rights", 4.6.2 "Protection Keys", 4.7
+"Page-Fault Exceptions") and AMD APM Vol. 2 chapter 5 "Page Translation and
+Protection".  Where the two differ, the comment says which one is followed.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+try:
+    from gdbext.decode import DecodeError
+except ImportError:  # the package's shared error type is not there yet
+    class DecodeError(ValueError):  # type: ignore[no-redef]
+        """A structure that cannot be decoded at all."""
+
+
+class PagingError(DecodeError):
+    """The walk or dump cannot be done (short read, unsupported paging mode)."""
+
+
+ReadPhys = Callable[[int, int], bytes]
+
+MASK64 = (1 << 64) - 1
+TABLE_SIZE = 4096
+ENTRIES = 512
+_UNPACK_TABLE = struct.Struct("<512Q").unpack
+
+# -- control-register bits the walk depends on ------------------------------
+# Intel SDM Vol. 3A 2.5 "Control Registers", 4.1.1 "Four Paging Modes" and
+# 2.2.1 "Extended Feature Enable Register".
+CR0_WP = 1 << 16
+CR0_PG = 1 << 31
+CR4_PAE = 1 << 5
+CR4_LA57 = 1 << 12
+CR4_PCIDE = 1 << 17
+CR4_SMEP = 1 << 20
+CR4_SMAP = 1 << 21
+CR4_PKE = 1 << 22
+CR4_PKS = 1 << 24
+EFER_LMA = 1 << 10
+EFER_NXE = 1 << 11
+RFLAGS_AC = 1 << 18
+
+# CR3 in 4-level and 5-level paging (SDM 4.5, Table 4-12/4-13): bits 51:12
+# hold the root table's address; bits 11:0 are the PCID when CR4.PCIDE=1,
+# else PWT (3) and PCD (4); bits 63:52 are reserved or LAM controls.
+CR3_ROOT_MASK = 0x000F_FFFF_FFFF_F000
+
+# -- paging-structure entry bits --------------------------------------------
+# SDM 4.5, Tables 4-15 (PML5E/PML4E) to 4-20 (PTE); AMD APM Vol. 2 5.3.3
+# "Page-Translation-Table Entry Fields".
+PTE_P = 1 << 0
+PTE_RW = 1 << 1
+PTE_US = 1 << 2
+PTE_PWT = 1 << 3
+PTE_PCD = 1 << 4
+PTE_A = 1 << 5
+PTE_D = 1 << 6      # leaf entries only; ignored in a table pointer
+PTE_PS = 1 << 7     # PDPTE/PDE: maps a 1 GiB/2 MiB page; reserved in PML5E/PML4E
+PTE_PAT = 1 << 7    # in a PTE, bit 7 is the PAT bit instead of PS
+PTE_G = 1 << 8      # leaf entries only; ignored in a table pointer
+PTE_PAT_LARGE = 1 << 12  # PAT moves to bit 12 in 1 GiB and 2 MiB entries
+PTE_XD = 1 << 63    # execute-disable; reserved when EFER.NXE=0
+PTE_PK_SHIFT = 59   # bits 62:59, protection key of a leaf (SDM 4.6.2)
+PTE_PK_MASK = 0xF << PTE_PK_SHIFT
+ADDRESS_MASK = 0x000F_FFFF_FFFF_F000  # bits 51:12 at most; MAXPHYADDR trims it
+
+# Bits software may use: 11:9 and 58:52 everywhere (SDM marks them
+# "Ignored"), plus 6 and 8 in a table pointer, plus 62:59 when protection
+# keys are off (then the CPU ignores them too).
+_AVL_ALWAYS = (0x7 << 9) | (0x7F << 52)
+_AVL_POINTER = _AVL_ALWAYS | PTE_D | PTE_G | PTE_PK_MASK
+
+LEVELS_4 = ("PML4", "PDPT", "PD", "PT")
+LEVELS_5 = ("PML5", "PML4", "PDPT", "PD", "PT")
+_SHIFT = {"PML5": 48, "PML4": 39, "PDPT": 30, "PD": 21, "PT": 12}
+
+# Reserved address bits inside a large-page frame (SDM Table 4-17 "Format of
+# a PDPTE that Maps a 1-GByte Page": bits 29:13; Table 4-19 "... a PDE that
+# Maps a 2-MByte Page": bits 20:13).  Bit 12 is the PAT bit in both.
+_LARGE_RSVD = {"PDPT": ((1 << 30) - 1) & ~0x1FFF, "PD": ((1 << 21) - 1) & ~0x1FFF}
+
+
+@dataclass(frozen=True)
+class PagingContext:
+    """The registers that decide how a linear address is translated."""
+
+    cr3: int
+    cr0: int
+    cr4: int
+    efer: int
+    pkru: int | None = None
+    maxphyaddr: int = 52
+    # IA32_PKRS (MSR 0x6E1) for supervisor protection keys; rarely known.
+    pkrs: int | None = None
+
+    @property
+    def paging(self) -> bool:
+        return bool(self.cr0 & CR0_PG)
+
+    @property
+    def long_mode(self) -> bool:
+        return bool(self.efer & EFER_LMA)
+
+    @property
+    def la57(self) -> bool:
+        return bool(self.cr4 & CR4_LA57)
+
+    @property
+    def nxe(self) -> bool:
+        return bool(self.efer & EFER_NXE)
+
+    @property
+    def wp(self) -> bool:
+        return bool(self.cr0 & CR0_WP)
+
+    @property
+    def smep(self) -> bool:
+        return bool(self.cr4 & CR4_SMEP)
+
+    @property
+    def smap(self) -> bool:
+        return bool(self.cr4 & CR4_SMAP)
+
+    @property
+    def pke(self) -> bool:
+        return bool(self.cr4 & CR4_PKE)
+
+    @property
+    def pks(self) -> bool:
+        return bool(self.cr4 & CR4_PKS)
+
+    @property
+    def pcide(self) -> bool:
+        return bool(self.cr4 & CR4_PCIDE)
+
+    @property
+    def root(self) -> int:
+        """Physical address of the PML5/PML4 table, PCID and PWT/PCD masked."""
+        return self.cr3 & CR3_ROOT_MASK
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        return LEVELS_5 if self.la57 else LEVELS_4
+
+    @property
+    def va_bits(self) -> int:
+        return 57 if self.la57 else 48
+
+    @classmethod
+    def from_snapshot(cls, snap, *, maxphyaddr: int | None = None,
+                      pkru: int | None = None) -> PagingContext:
+        """The context of a gdbext.snapshot.Snapshot.
+
+        QEMU's gdb stub exposes neither PKRU nor CPUID, so both may be given
+        here; PKRU is taken from the registers when a target supplies it.
+        """
+        regs = snap.regs
+        if pkru is None:
+            pkru = regs.get("pkru")
+        return cls(cr3=snap.cr3, cr0=snap.cr0, cr4=snap.cr4, efer=snap.efer,
+                   pkru=pkru, maxphyaddr=maxphyaddr if maxphyaddr else 52)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One paging-structure entry met on a walk."""
+
+    name: str
+    table: int      # physical address of the table holding the entry
+    index: int
+    entry: int      # raw 64-bit value
+    present: bool
+    flags: tuple[str, ...]
+    reserved: int   # reserved bits that are set (a #PF with RSVD=1)
+    leaf: bool
+
+    @property
+    def address(self) -> int:
+        """Physical address of the entry itself."""
+        return self.table + 8 * self.index
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What the CPU does with one linear address."""
+
+    va: int
+    canonical: bool
+    levels: tuple[Level, ...]
+    pa: int | None
+    page_size: int | None
+    user: bool
+    writable: bool
+    executable: bool
+    global_: bool
+    pkey: int | None
+    problem: str | None
+
+
+@dataclass(frozen=True)
+class Access:
+    """Would an access fault, with which #PF error code, and why."""
+
+    faults: bool
+    error_code: int | None   # None when the fault is not a #PF (#GP)
+    reason: str
+
+
+@dataclass(frozen=True)
+class Range:
+    """Linear pages with contiguous frames and equal effective rights."""
+
+    va_start: int
+    va_end: int     # exclusive
+    pa_start: int
+    page_size: int
+    user: bool
+    writable: bool
+    executable: bool
+    global_: bool
+    pkey: int | None
+    pages: int
+
+
+# -- helpers shared by walk and dump -----------------------------------------
+
+def _address_reserved(ctx: PagingContext) -> int:
+    """Bits MAXPHYADDR..51 of an entry, plus XD when EFER.NXE=0 (SDM 4.5.4)."""
+    maxphy = min(max(ctx.maxphyaddr, 12), 52)
+    mask = ((1 << 52) - 1) & ~((1 << maxphy) - 1)
+    if not ctx.nxe:
+        mask |= PTE_XD
+    return mask
+
+
+def _reserved_mask(ctx: PagingContext, name: str, entry: int) -> int:
+    """Reserved bits of a present entry at level `name`."""
+    mask = _address_reserved(ctx)
+    if name in ("PML5", "PML4"):
+        # PS is reserved in PML5Es and PML4Es (SDM Table 4-14/4-15).  AMD's
+        # APM also marks bit 8 of a PML4E MBZ; Intel and QEMU ignore it, and
+        # so do we.
+        mask |= PTE_PS
+    elif name in _LARGE_RSVD and entry & PTE_PS:
+        mask |= _LARGE_RSVD[name]
+    return mask
+
+
+def _is_leaf(name: str, entry: int) -> bool:
+    return name == "PT" or (name in _LARGE_RSVD and bool(entry & PTE_PS))
+
+
+def _pk_enabled(ctx: PagingContext) -> bool:
+    # Bits 62:59 are a protection key only when CR4.PKE or CR4.PKS is set
+    # (SDM 4.6.2); otherwise the CPU ignores them.
+    return ctx.pke or ctx.pks
+
+
+def entry_flags(ctx: PagingContext, name: str, entry: int) -> tuple[str, ...]:
+    """The names of the set bits of a present entry, in bit order."""
+    leaf = _is_leaf(name, entry)
+    out = [n for bit, n in ((PTE_P, "P"), (PTE_RW, "RW"), (PTE_US, "US"),
+                            (PTE_PWT, "PWT"), (PTE_PCD, "PCD"), (PTE_A, "A"))
+           if entry & bit]
+    if leaf and entry & PTE_D:
+        out.append("D")
+    if name in _LARGE_RSVD and entry & PTE_PS:
+        out.append("PS")
+    if leaf and entry & PTE_G:
+        out.append("G")
+    if (name == "PT" and entry & PTE_PAT) or (name != "PT" and leaf and entry & PTE_PAT_LARGE):
+        out.append("PAT")
+    if ctx.nxe and entry & PTE_XD:
+        out.append("NX")
+    pk = leaf and _pk_enabled(ctx)
+    if pk:
+        out.append(f"PK={(entry >> PTE_PK_SHIFT) & 0xF}")
+    avl = entry & (_AVL_ALWAYS if pk else (_AVL_POINTER if not leaf else _AVL_ALWAYS | PTE_PK_MASK))
+    if avl:
+        out.append(f"AVL={avl:#x}")
+    return tuple(out)
+
+
+def is_canonical(va: int, va_bits: int) -> bool:
+    """Bits 63..va_bits-1 all equal (SDM 3.3.7.1 "Canonical Addressing")."""
+    top = (va & MASK64) >> (va_bits - 1)
+    return top == 0 or top == (1 << (65 - va_bits)) - 1
+
+
+def _check_mode(ctx: PagingContext) -> None:
+    if ctx.paging and not ctx.long_mode:
+        raise PagingError("32-bit and PAE paging are not decoded (EFER.LMA=0 with CR0.PG=1)")
+
+
+def _read_u64(read_phys: ReadPhys, pa: int) -> int:
+    data = read_phys(pa, 8)
+    if len(data) != 8:
+        raise PagingError(f"short read of the paging entry at physical {pa:#x}")
+    return int.from_bytes(data, "little")
+
+
+# -- walk --------------------------------------------------------------------
+
+def _unmapped(va: int, canonical: bool, levels: list[Level], problem: str) -> Walk:
+    return Walk(va=va, canonical=canonical, levels=tuple(levels), pa=None, page_size=None,
+                user=False, writable=False, executable=False, global_=False, pkey=None,
+                problem=problem)
+
+
+def walk(read_phys: ReadPhys, ctx: PagingContext, va: int) -> Walk:
+    """Translate `va` as the CPU would (SDM 4.5.4, 4.6.1).
+
+    Rights are effective ones: U/S and R/W ANDed over every level, XD ORed
+    (only with EFER.NXE).  The walk stops at the first non-present entry or
+    the first entry with reserved bits, like the CPU.  With CR0.PG=0 the
+    linear address is the physical one.
+    """
+    va &= MASK64
+    _check_mode(ctx)
+    if not ctx.paging:
+        return Walk(va=va, canonical=True, levels=(), pa=va, page_size=None, user=True,
+                    writable=True, executable=True, global_=False, pkey=None, problem=None)
+    if not is_canonical(va, ctx.va_bits):
+        return _unmapped(va, False, [],
+                         f"non-canonical address for {5 if ctx.la57 else 4}-level paging")
+    table = ctx.root
+    user, writable, nx = True, True, False
+    levels: list[Level] = []
+    for name in ctx.level_names:
+        index = (va >> _SHIFT[name]) & 0x1FF
+        entry = _read_u64(read_phys, table + 8 * index)
+        if not entry & PTE_P:
+            levels.append(Level(name, table, index, entry, False, (), 0, False))
+            return _unmapped(va, True, levels, f"not present at {name} (entry {entry:#x})")
+        leaf = _is_leaf(name, entry)
+        reserved = entry & _reserved_mask(ctx, name, entry)
+        levels.append(Level(name, table, index, entry, True, entry_flags(ctx, name, entry),
+                            reserved, leaf))
+        if reserved:
+            return _unmapped(va, True, levels,
+                             f"reserved bits {reserved:#x} set in {name} entry {entry:#x}")
+        user = user and bool(entry & PTE_US)
+        writable = writable and bool(entry & PTE_RW)
+        nx = nx or (ctx.nxe and bool(entry & PTE_XD))
+        if leaf:
+            size = 1 << _SHIFT[name]
+            frame = entry & ADDRESS_MASK & ~(size - 1)
+            pkey = (entry >> PTE_PK_SHIFT) & 0xF if _pk_enabled(ctx) else None
+            return Walk(va=va, canonical=True, levels=tuple(levels), pa=frame | (va & (size - 1)),
+                        page_size=size, user=user, writable=writable, executable=not nx,
+                        global_=bool(entry & PTE_G), pkey=pkey, problem=None)
+        table = entry & ADDRESS_MASK
+    raise AssertionError("the PT level is always a leaf")  # pragma: no cover
+
+
+# -- access check ------------------------------------------------------------
+
+ACCESSES = ("read", "write", "exec")
+
+# Page-fault error code bits (SDM 4.7 "Page-Fault Exceptions", Figure 4-12).
+PF_P = 1 << 0      # 0: not present; 1: protection violation
+PF_WR = 1 << 1     # the access was a write
+PF_US = 1 << 2     # the access was a user-mode access (CPL 3)
+PF_RSVD = 1 << 3   # a reserved bit was set in some paging-structure entry
+PF_ID = 1 << 4     # instruction fetch (only with SMEP or NXE)
+PF_PK = 1 << 5     # protection-key violation
+PF_SS = 1 << 6     # shadow-stack access (never produced here)
+
+
+def _first_level_without(w: Walk, bit: int) -> str:
+    return next((lv.name for lv in w.levels if not lv.entry & bit), "?")
+
+
+def _first_level_with(w: Walk, bit: int) -> str:
+    return next((lv.name for lv in w.levels if lv.entry & bit), "?")
+
+
+def _rights_violation(w: Walk, ctx: PagingContext, access: str, user: bool,
+                      ac: bool) -> str | None:
+    """Why the ordinary access rights refuse the access (SDM 4.6.1), or None."""
+    if user:
+        if not w.user:
+            return f"user-mode access to a supervisor-mode page (U/S=0 at {_first_level_without(w, PTE_US)})"
+        if access == "write" and not w.writable:
+            return f"user-mode write to a read-only page (R/W=0 at {_first_level_without(w, PTE_RW)})"
+    elif access == "exec":
+        if w.user and ctx.smep:
+            return "supervisor-mode fetch from a user-mode page with CR4.SMEP=1"
+    else:
+        if w.user and ctx.smap and not ac:
+            return "supervisor-mode data access to a user-mode page with CR4.SMAP=1 and EFLAGS.AC=0"
+        if access == "write" and not w.writable and ctx.wp:
+            return ("supervisor-mode write to a read-only page with CR0.WP=1 "
+                    f"(R/W=0 at {_first_level_without(w, PTE_RW)})")
+    if access == "exec" and not w.executable:
+        return f"instruction fetch from a no-execute page (XD=1 at {_first_level_with(w, PTE_XD)})"
+    return None
+
+
+def _pkey_violation(w: Walk, ctx: PagingContext, access: str, user: bool) -> tuple[str | None, str]:
+    """A protection-key refusal (SDM 4.6.2), and a note when it cannot be known.
+
+    Keys govern data accesses only.  PKRU covers user-mode pages for any CPL;
+    PKRS covers supervisor-mode pages.  WD stops supervisor-mode writes only
+    when CR0.WP=1.
+    """
+    if access == "exec" or w.pkey is None:
+        return None, ""
+    if w.user and ctx.pke:
+        reg, value = "PKRU", ctx.pkru
+    elif not w.user and ctx.pks:
+        reg, value = "PKRS", ctx.pkrs
+    else:
+        return None, ""
+    if value is None:
+        return None, f"; protection key {w.pkey} not checked ({reg} unknown)"
+    k = w.pkey
+    if (value >> (2 * k)) & 1:
+        return f"{reg}.AD{k}=1 forbids data access to pages with protection key {k}", ""
+    if access == "write" and (value >> (2 * k + 1)) & 1 and (user or ctx.wp):
+        return f"{reg}.WD{k}=1 forbids writes to pages with protection key {k}", ""
+    return None, ""
+
+
+def check_access(w: Walk, ctx: PagingContext, access: str, *, user: bool,
+                 rflags_ac: bool = False) -> Access:
+    """Would `access` ("read", "write", "exec") to `w.va` fault, at CPL 3 if `user`?
+
+    Models explicit accesses; implicit supervisor accesses (to the GDT, IDT,
+    TSS...) ignore EFLAGS.AC under SMAP, so pass rflags_ac=False for them.
+    The error code is the one the CPU pushes (SDM 4.7); shadow-stack and SGX
+    bits are never set.
+    """
+    if access not in ACCESSES:
+        raise PagingError(f"access must be one of {', '.join(ACCESSES)}, not {access!r}")
+    if not w.canonical:
+        return Access(True, None, f"{w.problem}: #GP (#SS for stack accesses), not #PF")
+    code = (PF_WR if access == "write" else 0) | (PF_US if user else 0)
+    if access == "exec" and (ctx.smep or ctx.nxe):
+        code |= PF_ID
+    if w.pa is None:
+        last = w.levels[-1] if w.levels else None
+        if last is not None and last.present and last.reserved:
+            return Access(True, code | PF_P | PF_RSVD, w.problem or "reserved bit set")
+        return Access(True, code, w.problem or "not present")
+    if not w.levels:
+        return Access(False, None, "allowed: paging is disabled")
+    why = _rights_violation(w, ctx, access, user, rflags_ac)
+    if why:
+        return Access(True, code | PF_P, why)
+    why, note = _pkey_violation(w, ctx, access, user)
+    if why:
+        return Access(True, code | PF_P | PF_PK, why)
+    mode = "user" if user else "supervisor"
+    return Access(False, None, f"allowed: {mode}-mode {access}{note}")
+
+
+# -- dump --------------------------------------------------------------------
+
+class _Dumper:
+    """Depth-first over the tables, merging leaves into Ranges as it goes.
+
+    Every table is read and unpacked once and its present entries kept, so a
+    table reached again (shared by two slots, or a recursive slot that
+    points back at an ancestor) costs no second read.  Such a table is still
+    interpreted for every path that reaches it, because each path is a real
+    mapping.  Recursion cannot loop: a path is at most 4 (or 5) entries long,
+    and a self-reference is just read as the next level down, as the CPU
+    would read it.
+    """
+
+    def __init__(self, read_phys: ReadPhys, ctx: PagingContext, lo: int, hi: int,
+                 problems: list | None):
+        self.read_phys = read_phys
+        self.ctx = ctx
+        self.lo, self.hi = lo, hi
+        self.problems = problems
+        self.names = ctx.level_names
+        self.tables: dict[int, list[tuple[int, int]]] = {}
+        self.ranges: list[Range] = []
+        self.pk = _pk_enabled(ctx)
+        # Bits of a leaf that make up its effective rights, besides U/S and
+        # R/W which the upper levels may already have taken away.
+        self.leaf_bits = PTE_G | (PTE_XD if ctx.nxe else 0) | (PTE_PK_MASK if self.pk else 0)
+        self.nx_bit = PTE_XD if ctx.nxe else 0
+        self.addr_rsvd = _address_reserved(ctx)
+        # The run being merged: [va_start, next_va, next_pa, page_size, key, pages].
+        self.run: list | None = None
+
+    def entries(self, table: int) -> list[tuple[int, int]]:
+        found = self.tables.get(table)
+        if found is None:
+            data = self.read_phys(table, TABLE_SIZE)
+            if len(data) != TABLE_SIZE:
+                raise PagingError(f"short read of the page table at physical {table:#x}")
+            # Non-present entries are dropped unread: the CPU ignores their other bits.
+            found = [(i, e) for i, e in enumerate(_UNPACK_TABLE(data)) if e & 1]
+            self.tables[table] = found
+        return found
+
+    def problem(self, va: int, text: str) -> None:
+        if self.problems is not None:
+            self.problems.append((va, text))
+
+    def descend(self, table: int, depth: int, va_base: int, keep: int, nx: int) -> None:
+        """Interpret `table` at level `depth`; `keep` holds the U/S and R/W bits
+        every level above granted, `nx` the XD bit if some level above set it."""
+        name = self.names[depth]
+        shift = _SHIFT[name]
+        if name == "PT":
+            self.leaves(table, va_base, keep, nx)
+            return
+        span = 1 << shift
+        top = depth == 0
+        sign = ~((1 << (shift + 9)) - 1) & MASK64
+        for i, e in self.entries(table):
+            va = va_base + (i << shift)
+            if top and i >= 256:
+                va |= sign  # upper half: sign-extend to a canonical address
+            if va + span <= self.lo or va >= self.hi:
+                continue
+            rsvd = e & _reserved_mask(self.ctx, name, e)
+            if rsvd:
+                self.problem(va, f"reserved bits {rsvd:#x} set in {name} entry {e:#x}")
+                continue
+            if name in _LARGE_RSVD and e & PTE_PS:
+                key = (e & (keep | self.leaf_bits)) | nx
+                self.add(va, e & ADDRESS_MASK & ~(span - 1), span, key)
+            else:
+                self.descend(e & ADDRESS_MASK, depth + 1, va,
+                             keep & e, nx | (e & self.nx_bit))
+
+    def leaves(self, table: int, va_base: int, keep: int, nx: int) -> None:
+        """The hot loop: 4 KiB pages of one PT, merged inline."""
+        mask = keep | self.leaf_bits
+        rsvd = self.addr_rsvd
+        lo, hi = self.lo, self.hi
+        whole = va_base >= lo and va_base + (1 << 21) <= hi
+        run = self.run
+        for i, e in self.entries(table):
+            va = va_base + (i << 12)
+            if not whole and (va < lo or va >= hi):
+                continue
+            if e & rsvd:
+                self.problem(va, f"reserved bits {e & rsvd:#x} set in PT entry {e:#x}")
+                continue
+            pa = e & ADDRESS_MASK
+            key = (e & mask) | nx
+            if run is not None and va == run[1] and pa == run[2] and key == run[4] and run[3] == 4096:
+                run[1] += 4096
+                run[2] += 4096
+                run[5] += 1
+            else:
+                self.flush()
+                run = self.run = [va, va + 4096, pa + 4096, 4096, key, 1]
+
+    def add(self, va: int, pa: int, size: int, key: int) -> None:
+        run = self.run
+        if run is not None and va == run[1] and pa == run[2] and key == run[4] and run[3] == size:
+            run[1] += size
+            run[2] += size
+            run[5] += 1
+        else:
+            self.flush()
+            self.run = [va, va + size, pa + size, size, key, 1]
+
+    def flush(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        va, end, next_pa, size, key, pages = run
+        self.ranges.append(Range(
+            va_start=va, va_end=end, pa_start=next_pa - (end - va), page_size=size,
+            user=bool(key & PTE_US), writable=bool(key & PTE_RW),
+            executable=not key & PTE_XD, global_=bool(key & PTE_G),
+            pkey=(key >> PTE_PK_SHIFT) & 0xF if self.pk else None, pages=pages))
+        self.run = None
+
+
+def dump(read_phys: ReadPhys, ctx: PagingContext, *, va_start: int = 0,
+         va_end: int = 1 << 64, problems: list | None = None) -> list[Range]:
+    """Every mapped page overlapping [va_start, va_end), merged into Ranges.
+
+    Pages are merged while VA and PA stay contiguous and page size and
+    effective rights (user, writable, executable, global, pkey) stay equal.
+    Ranges are whole pages, so the first and last may stick out of the
+    window.  VAs are canonical (sign-extended).  Entries with reserved bits
+    are not mappings; each is reported in `problems` as (va, sentence) when
+    a list is given.  See _Dumper for how shared and recursive tables are
+    handled.
+    """
+    _check_mode(ctx)
+    if not ctx.paging:
+        raise PagingError("paging is disabled (CR0.PG=0): there are no page tables to dump")
+    dumper = _Dumper(read_phys, ctx, va_start, va_end, problems)
+    dumper.descend(ctx.root, 0, 0, PTE_US | PTE_RW, 0)
+    dumper.flush()
+    return dumper.ranges
+
+
+def wx_ranges(ranges: list[Range]) -> list[Range]:
+    """Ranges both writable and executable, user-mode ones first."""
+    found = [r for r in ranges if r.writable and r.executable]
+    return sorted(found, key=lambda r: not r.user)  # stable: VA order within each group
+
+
+def find_phys(ranges: list[Range], pa: int) -> list[int]:
+    """Every linear address that maps physical address `pa`."""
+    out = []
+    for r in ranges:
+        offset = pa - r.pa_start
+        if 0 <= offset < r.va_end - r.va_start:
+            out.append(r.va_start + offset)
+    return sorted(out)
