@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from typing import Dict, Tuple
 
 from gdbext.decode.paging import PagingContext, Walk, walk
 from gdbext.snapshot import PAGE, Snapshot, SnapshotError
@@ -16,10 +15,10 @@ from gdbext.snapshot import PAGE, Snapshot, SnapshotError
 # Snapshot is a mutable dataclass, hence unhashable: memoise by id() and drop
 # the entry when the snapshot is collected.  Keyed within a snapshot by the
 # paging registers too, in case a caller edits snap.regs.
-_walks: Dict[int, Dict[Tuple[PagingContext, int], Walk]] = {}
+_walks: dict[int, dict[tuple[PagingContext, int], Walk]] = {}
 
 
-def _memo(snap: Snapshot) -> Dict[Tuple[PagingContext, int], Walk]:
+def _memo(snap: Snapshot) -> dict[tuple[PagingContext, int], Walk]:
     memo = _walks.get(id(snap))
     if memo is None:
         memo = _walks[id(snap)] = {}

@@ -15,11 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-try:
-    from gdbext.decode import DecodeError
-except ImportError:  # the package's shared error type is not there yet
-    class DecodeError(ValueError):  # type: ignore[no-redef]
-        """A structure that cannot be decoded at all."""
+from gdbext.decode import DecodeError
 
 
 class PagingError(DecodeError):

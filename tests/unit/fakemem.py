@@ -8,11 +8,22 @@ entry with `set_entry`.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, Optional
 
 from gdbext.decode.paging import (
-    CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, EFER_LMA, EFER_NXE, PTE_G, PTE_P, PTE_PK_SHIFT,
-    PTE_PS, PTE_RW, PTE_US, PTE_XD, PagingContext,
+    CR0_PG,
+    CR0_WP,
+    CR4_LA57,
+    CR4_PAE,
+    EFER_LMA,
+    EFER_NXE,
+    PTE_G,
+    PTE_P,
+    PTE_PK_SHIFT,
+    PTE_PS,
+    PTE_RW,
+    PTE_US,
+    PTE_XD,
+    PagingContext,
 )
 
 PAGE = 4096
@@ -31,7 +42,7 @@ class FakeMemory:
     """Sparse guest-physical memory: unbacked pages read as zeros, like QEMU 7.2."""
 
     def __init__(self) -> None:
-        self.pages: Dict[int, bytearray] = {}
+        self.pages: dict[int, bytearray] = {}
         self.reads: Counter = Counter()  # page-aligned address of each 4 KiB read
 
     def read(self, pa: int, size: int) -> bytes:
@@ -69,7 +80,7 @@ class PageTables:
     Tables are allocated from `alloc_base` upwards, one page each.
     """
 
-    def __init__(self, mem: Optional[FakeMemory] = None, *, levels: int = 4,
+    def __init__(self, mem: FakeMemory | None = None, *, levels: int = 4,
                  alloc_base: int = 0x10_0000, pointer_flags: int = PTE_P | PTE_RW | PTE_US):
         assert levels in (4, 5)
         self.mem = mem if mem is not None else FakeMemory()
