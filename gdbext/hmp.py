@@ -1,0 +1,214 @@
+"""Parse the text of QEMU's `info registers` (HMP monitor) into data.
+
+QEMU 7.2 prints one block per vCPU (target/i386/cpu-dump.c, x86_cpu_dump_state):
+
+    CPU#0
+    RAX=... RBX=... RCX=... RDX=...          (EAX=... 8 digits unless CS.L=1)
+    RIP=... RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0
+    ES =0030 0000000000000000 ffffffff 00cf9300 DPL=0 DS   [-WA]
+    ...  CS SS DS FS GS LDT TR: selector, base, limit, flags
+    GDT=     00000000075dc000 00000047
+    IDT=     0000000007059018 00000fff
+    CR0=80010033 CR2=... CR3=... CR4=00000668
+    DR0=... DR7=...
+    EFER=0000000000000d00
+    FCW=... FPR0..7, XMM/YMM/ZMM lines      (ignored here)
+
+Widths change with the mode (64-bit values only when CS.L=1, or for GDT/IDT/CR2/CR3
+when EFER.LMA=1), so fields are read by name, never by column.  The text after a
+segment's flags word ("DPL=0 CS64 [-R-]") is QEMU's own rendering of those flags
+and is not needed.  This module does not import gdb: it parses text from anywhere
+(`monitor info registers` through gdb, a socket to the monitor, a saved log).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .decode import DecodeError
+from .decode.bits import cpu_mode
+from .snapshot import SegmentCache, TableRegister
+
+SEGMENT_ORDER = ("es", "cs", "ss", "ds", "fs", "gs")
+
+# QEMU prints sc->flags & 0x00ffff00: that includes limit[19:16] at bits 16..19
+# (QEMU keeps the descriptor's whole high dword).  SegmentCache.attrs holds only the
+# attribute bits, as Descriptor.attrs does, so the two compare equal.
+ATTR_MASK = 0x00F0FF00
+
+_CPU_HEADER = re.compile(r"^\s*CPU#(\d+)\s*$", re.MULTILINE)
+_SEGMENT = re.compile(
+    r"^(ES|CS|SS|DS|FS|GS|LDT|TR) ?=([0-9a-f]{4}) ([0-9a-f]{8}|[0-9a-f]{16}) "
+    r"([0-9a-f]{8}) ([0-9a-f]{8})(?:\s|$)")
+_TABLE = re.compile(r"^(GDT|IDT)=\s+([0-9a-f]{8}|[0-9a-f]{16}) ([0-9a-f]{8})\s*$")
+# NAME=hexvalue, where the value ends at a space or the end of the line.  QEMU pads
+# short names ("R8 =", "ES ="), hence the optional space before "=".
+_TOKEN = re.compile(r"(?<![\w\[])([A-Z][A-Z0-9]*) ?=([0-9a-f]+)(?=\s|$)")
+_BRACKETS = re.compile(r"\[[^\]]*\]")
+# FPU/vector registers print two or more numbers per name: not kept.
+_SKIP_LINE = re.compile(r"^(FPR|XMM|YMM|ZMM|Opmask)\d")
+# Status words on the RIP line that are fields of HmpRegisters, not registers.
+_STATUS = ("CPL", "II", "A20", "SMM", "HLT")
+_REQUIRED_REGS = ("cr0", "efer")
+
+
+@dataclass(frozen=True)
+class HmpRegisters:
+    """One vCPU's `info registers` block.
+
+    regs:      every NAME=value register, lower-case, as QEMU named it: "rax".."r15",
+               "rip", "rfl" in 64-bit code, "eax".."esp", "eip", "efl" otherwise; "cr0",
+               "cr2", "cr3", "cr4", "dr0".."dr7", "efer", "fcw", "fsw", "ftw", "mxcsr".
+    segments:  es cs ss ds fs gs, with attrs masked to the attribute bits (ATTR_MASK).
+    raw_flags: the flags word exactly as printed, for the six segments, "ldt" and "tr".
+    cpl:       QEMU's CPL.  halted: HLT=1 (the vCPU sits in HLT).
+    inhibit_irq: II=1 (interrupt shadow after STI / MOV SS).  a20, smm: as printed.
+    mode_hint: bits.cpu_mode() of CR0, EFER, CS and RFLAGS.
+    wide:      the general registers were printed 64 bits wide (CS.L=1).
+    cpu:       the N of the "CPU#N" header, or None if the text had none.
+    """
+
+    regs: dict[str, int]
+    segments: dict[str, SegmentCache]
+    ldt: SegmentCache
+    tr: SegmentCache
+    gdt: TableRegister
+    idt: TableRegister
+    cpl: int
+    halted: bool
+    mode_hint: str
+    inhibit_irq: bool = False
+    a20: bool = True
+    smm: bool = False
+    wide: bool = False
+    cpu: int | None = None
+    raw_flags: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rip(self) -> int:
+        return self.regs["rip"] if "rip" in self.regs else self.regs["eip"]
+
+    @property
+    def rflags(self) -> int:
+        return self.regs["rfl"] if "rfl" in self.regs else self.regs["efl"]
+
+    @property
+    def cr0(self) -> int:
+        return self.regs["cr0"]
+
+    @property
+    def cr3(self) -> int:
+        return self.regs.get("cr3", 0)
+
+    @property
+    def cr4(self) -> int:
+        return self.regs.get("cr4", 0)
+
+    @property
+    def efer(self) -> int:
+        return self.regs["efer"]
+
+
+def parse_info_registers(text: str) -> HmpRegisters:
+    """Parse the block of one vCPU.  DecodeError (one line) on text that is not one.
+
+    Text holding several "CPU#N" blocks (`info registers -a`) is refused: use
+    parse_all_info_registers for that.
+    """
+    blocks = _split_cpus(text)
+    if len(blocks) != 1:
+        raise DecodeError(f"expected one CPU's registers, found {len(blocks)} CPU# blocks")
+    cpu, body = blocks[0]
+    return _parse_block(body, cpu)
+
+
+def parse_all_info_registers(text: str) -> list[HmpRegisters]:
+    """Parse `info registers -a`: one HmpRegisters per "CPU#N" block, in text order."""
+    return [_parse_block(body, cpu) for cpu, body in _split_cpus(text)]
+
+
+def _split_cpus(text: str) -> list[tuple[int | None, str]]:
+    if not isinstance(text, str):
+        raise DecodeError(f"expected text, got {type(text).__name__}")
+    headers = list(_CPU_HEADER.finditer(text))
+    if not headers:
+        return [(None, text)]
+    blocks = []
+    for i, match in enumerate(headers):
+        end = headers[i + 1].start() if i + 1 < len(headers) else len(text)
+        blocks.append((int(match.group(1)), text[match.end():end]))
+    return blocks
+
+
+def _parse_block(body: str, cpu: int | None) -> HmpRegisters:
+    regs: dict[str, int] = {}
+    segs: dict[str, tuple[SegmentCache, int]] = {}
+    tables: dict[str, TableRegister] = {}
+    status: dict[str, int] = {}
+    for line in body.splitlines():
+        line = line.strip()
+        if not line or _SKIP_LINE.match(line):
+            continue
+        if _take_segment(line, segs) or _take_table(line, tables):
+            continue
+        for name, value in _TOKEN.findall(_BRACKETS.sub(" ", line)):
+            target = status if name in _STATUS else regs
+            _put(target, name if name in _STATUS else name.lower(), int(value, 16))
+    return _assemble(regs, segs, tables, status, cpu)
+
+
+def _put(target: dict, key: str, value: int) -> None:
+    if key in target:
+        raise DecodeError(f"{key} appears twice in one CPU's registers")
+    target[key] = value
+
+
+def _take_segment(line: str, segs: dict) -> bool:
+    match = _SEGMENT.match(line)
+    if not match:
+        return False
+    name, selector, base, limit, flags = match.groups()
+    printed = int(flags, 16)
+    cache = SegmentCache(int(selector, 16), int(base, 16), int(limit, 16), printed & ATTR_MASK)
+    _put(segs, name.lower(), (cache, printed))
+    return True
+
+
+def _take_table(line: str, tables: dict) -> bool:
+    match = _TABLE.match(line)
+    if not match:
+        return False
+    name, base, limit = match.groups()
+    _put(tables, name.lower(), TableRegister(int(base, 16), int(limit, 16)))
+    return True
+
+
+def _assemble(regs: dict, segs: dict, tables: dict, status: dict,
+              cpu: int | None) -> HmpRegisters:
+    missing = [s for s in (*SEGMENT_ORDER, "ldt", "tr") if s not in segs]
+    missing += [t for t in ("gdt", "idt") if t not in tables]
+    missing += [r for r in _REQUIRED_REGS if r not in regs]
+    missing += [s.lower() for s in ("CPL", "HLT") if s not in status]
+    if not ("rip" in regs or "eip" in regs) or not ("rfl" in regs or "efl" in regs):
+        missing.append("rip/rflags")
+    if missing:
+        raise DecodeError("not `info registers` output: no " + ", ".join(missing))
+    segments = {name: segs[name][0] for name in SEGMENT_ORDER}
+    rflags = regs["rfl"] if "rfl" in regs else regs["efl"]
+    return HmpRegisters(
+        regs=regs,
+        segments=segments,
+        ldt=segs["ldt"][0],
+        tr=segs["tr"][0],
+        gdt=tables["gdt"],
+        idt=tables["idt"],
+        cpl=status["CPL"],
+        halted=bool(status["HLT"]),
+        mode_hint=cpu_mode(regs["cr0"], regs["efer"], segments["cs"].attrs, rflags),
+        inhibit_irq=bool(status.get("II", 0)),
+        a20=bool(status.get("A20", 1)),
+        smm=bool(status.get("SMM", 0)),
+        wide="rip" in regs,
+        cpu=cpu,
+        raw_flags={name: printed for name, (_, printed) in segs.items()},
+    )
