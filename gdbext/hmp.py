@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from .decode import DecodeError
-from .decode.bits import cpu_mode
+from .decode.bits import EFER_LMA, cpu_mode
 from .snapshot import SegmentCache, TableRegister
 
 SEGMENT_ORDER = ("es", "cs", "ss", "ds", "fs", "gs")
@@ -107,6 +107,16 @@ class HmpRegisters:
     @property
     def efer(self) -> int:
         return self.regs["efer"]
+
+    @property
+    def bases_truncated(self) -> bool:
+        """Segment bases (TR, FS, GS too) were printed as 32 bits though 64 may be set.
+
+        QEMU prints 16-digit bases only while CS.L=1.  In compatibility mode (EFER.LMA=1,
+        CS.L=0) a TR base above 4 GiB, or a 64-bit FS/GS base, loses its upper half in
+        this text; GDT and IDT bases are still printed in full.
+        """
+        return not self.wide and bool(self.efer & EFER_LMA)
 
 
 def parse_info_registers(text: str) -> HmpRegisters:
@@ -212,3 +222,39 @@ def _assemble(regs: dict, segs: dict, tables: dict, status: dict,
         cpu=cpu,
         raw_flags={name: printed for name, (_, printed) in segs.items()},
     )
+
+
+_XP_LINE = re.compile(r"^([0-9a-f]+):((?: +0x[0-9a-f]+)+)\s*$")
+_XP_UNITS = {18: 8, 10: 4, 6: 2, 4: 1}   # len("0x" + digits) -> bytes per unit
+
+
+def parse_xp(text: str) -> tuple[int, bytes]:
+    """The start address and bytes of an `x`/`xp /N<unit>x ADDR` dump.
+
+    Lines read "0000000000101000: 0x0000000000000000 0x00af9b000000ffff"; the unit
+    (g, w, h or b) is known from the width QEMU pads each value to.  DecodeError if a
+    line is not of that form, the widths are mixed, or an address is not contiguous.
+    """
+    start = None
+    out = bytearray()
+    unit = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        match = _XP_LINE.match(line.strip())
+        if not match:
+            raise DecodeError(f"not an xp dump line: {line.strip()[:60]!r}")
+        address = int(match.group(1), 16)
+        if start is None:
+            start = address
+        elif address != start + len(out):
+            raise DecodeError(f"xp dump jumps to {address:#x} after {start + len(out):#x}")
+        for token in match.group(2).split():
+            size = _XP_UNITS.get(len(token))
+            if size is None or unit not in (None, size):
+                raise DecodeError(f"xp value {token!r} has an unexpected width")
+            unit = size
+            out += int(token, 16).to_bytes(size, "little")
+    if start is None:
+        raise DecodeError("empty xp dump")
+    return start, bytes(out)

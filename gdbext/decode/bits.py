@@ -175,6 +175,8 @@ class Star:
       SYSRET to 64-bit: CS = (STAR[63:48] + 16) OR 3; SS = (STAR[63:48] + 8) OR 3.
       SYSRET to compatibility mode: CS = STAR[63:48] OR 3.
     So the GDT must hold, from STAR[63:48]: a 32-bit user code, user data, then 64-bit user code.
+    syscall_ss follows the SDM (STAR[47:32] + 8, RPL bits kept); QEMU's TCG masks that
+    selector's RPL to 0, so the two differ only when STAR[33:32] is non-zero.
     AMD's SYSRET pseudo-code (APM Vol. 3) loads SS.sel = STAR[63:48] + 8 without forcing
     the RPL, so `sysret_ss_amd` keeps the raw sum and `sysret_rpl` the RPL bits as written.
     """
