@@ -51,6 +51,7 @@ from gdbext.decode.paging import (
     walk,
     wx_ranges,
 )
+from gdbext.snapshot import SegmentCache, Snapshot, TableRegister
 
 GIB = 1 << 30
 MIB2 = 1 << 21
@@ -83,13 +84,14 @@ def test_context_from_real_ovmf_registers():
 
 
 def test_from_snapshot_takes_registers():
-    class Snap:
-        regs = {"cr0": CR0_LONG, "cr3": 0x5000 | 5, "cr4": CR4_LONG | CR4_PKE, "efer": EFER_LONG,
-                "pkru": 0x55555554}
-        cr0, cr3, cr4, efer = regs["cr0"], regs["cr3"], regs["cr4"], regs["efer"]
-
-    ctx = PagingContext.from_snapshot(Snap(), maxphyaddr=40)
+    regs = {"cr0": CR0_LONG, "cr3": 0x5000 | 5, "cr4": CR4_LONG | CR4_PKE, "efer": EFER_LONG,
+            "pkru": 0x55555554}
+    seg = SegmentCache(0, 0, 0, 0)
+    snap = Snapshot(regs=regs, segments={}, gdtr=TableRegister(0, 0), idtr=TableRegister(0, 0),
+                    ldtr=seg, tr=seg, cpl=0)
+    ctx = PagingContext.from_snapshot(snap, maxphyaddr=40)
     assert ctx.root == 0x5000 and ctx.pkru == 0x55555554 and ctx.maxphyaddr == 40 and ctx.pke
+    assert PagingContext.from_snapshot(snap).maxphyaddr == 52
 
 
 @pytest.mark.parametrize("va,bits,ok", [
