@@ -1,0 +1,321 @@
+"""The gdb commands and convenience functions (thin: parse, snapshot, report, render)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import List, Optional
+
+import gdb
+
+from gdbext import reports, render, target
+from gdbext.decode import DecodeError
+from gdbext.snapshot import MSR_NAMES, SnapshotError, msr_number
+from gdbext.symbols import SymbolError, SymbolTable
+
+_symbols: List[Optional[SymbolTable]] = [None]
+
+
+def symbolize(address: int) -> Optional[str]:
+    """gdb's own symbols first, then an ELF loaded with gdbext-symbols."""
+    try:
+        text = gdb.execute(f"info symbol {address:#x}", to_string=True).strip()
+    except gdb.error:
+        text = ""
+    if text and not text.startswith("No symbol"):
+        name = text.split(" in section ")[0]
+        return name.replace(" + ", "+")
+    table = _symbols[0]
+    return table.lookup(address) if table else None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump, no SystemExit
+        raise gdb.GdbError(f"{self.prog}: {message} (see `help {self.prog}`)")
+
+    def exit(self, status: int = 0, message: Optional[str] = None):
+        if message:
+            raise gdb.GdbError(message.strip())
+        raise _HelpShown()
+
+
+class _HelpShown(Exception):
+    pass
+
+
+def parse_int(text: str) -> int:
+    """An integer or a gdb expression ($rsp, &symbol, 0x10+8)."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
+    try:
+        return int(gdb.parse_and_eval(text)) & 0xFFFFFFFFFFFFFFFF
+    except gdb.error as exc:
+        raise argparse.ArgumentTypeError(f"not a number or expression: {text!r} ({exc})") from None
+
+
+class GdbextCommand(gdb.Command):
+    """Base: subclasses set NAME, build their parser in `arguments`, and `run`."""
+
+    NAME = ""
+    COMMAND_CLASS = gdb.COMMAND_STATUS
+
+    def __init__(self) -> None:
+        super().__init__(self.NAME, self.COMMAND_CLASS)
+        self.parser = _Parser(prog=self.NAME, description=(self.__doc__ or "").split("\n\n")[0], add_help=True)
+        self.parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+        self.arguments(self.parser)
+
+    def arguments(self, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        self.dont_repeat()
+        try:
+            args = self.parser.parse_args(shlex.split(argument))
+        except _HelpShown:
+            return
+        except ValueError as exc:  # shlex: unbalanced quotes
+            raise gdb.GdbError(f"{self.NAME}: {exc}") from None
+        try:
+            report, text = self.run(args)
+        except reports.ReportError as exc:
+            raise gdb.GdbError(str(exc)) from None
+        except (DecodeError, SnapshotError, SymbolError) as exc:
+            raise gdb.GdbError(f"{self.NAME}: {exc}") from None
+        gdb.write((render.to_json(report) if args.json else text) + "\n")
+
+    def run(self, args):  # -> (report dict, text)
+        raise NotImplementedError
+
+
+class InfoCpl(GdbextCommand):
+    """Show the current privilege level, the operating mode, IOPL and IF.
+
+Usage: info cpl [--json]
+
+CPL comes from QEMU (the DPL of the SS cache), the mode from CR0.PE,
+EFER.LMA, CS.L and RFLAGS.VM, for the vCPU of gdb's selected thread.
+JSON: {"cpl", "mode", "iopl", "if", "rflags", "cs", "ss", "halted", "cpu", "rip"}."""
+
+    NAME = "info cpl"
+
+    def run(self, args):
+        r = reports.cpl_report(target.snapshot())
+        return r, render.cpl_text(r)
+
+
+class InfoMsr(GdbextCommand):
+    """Show the syscall MSRs (or one MSR by name or number), decoded.
+
+Usage: info msr [NAME|NUMBER] [--json]
+
+EFER with every bit named; STAR split into the selectors SYSCALL and SYSRET
+load, with the GDT descriptors they select; LSTAR and CSTAR with symbols;
+SFMASK with the RFLAGS bits it clears; FS_BASE, GS_BASE, KERNEL_GS_BASE.
+EFER and the three bases come from gdb's registers; the others are read by
+executing rdmsr in the guest (QEMU TCG only), which leaves every register,
+flag and byte as it was.  A vCPU halted in HLT cannot run rdmsr: those MSRs
+are then shown as unavailable, with the reason.
+Names: EFER STAR LSTAR CSTAR SFMASK FS_BASE GS_BASE KERNEL_GS_BASE TSC_AUX PAT
+SYSENTER_CS SYSENTER_ESP SYSENTER_EIP APIC_BASE, or any number (0xc0000081).
+JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...}}."""
+
+    NAME = "info msr"
+
+    def arguments(self, parser):
+        parser.add_argument("msr", nargs="?", help="MSR name or number")
+
+    def run(self, args):
+        snap = target.snapshot()
+        only = None
+        if args.msr:
+            number = msr_number(args.msr)
+            if number is None:
+                raise gdb.GdbError(f"info msr: unknown MSR {args.msr!r}; names: {' '.join(MSR_NAMES)} or a number")
+            name = next((n for n, v in MSR_NAMES.items() if v == number), f"{number:#x}")
+            only = {name: number}
+        numbers = list(only.values()) if only else [n for _, n in reports.MSR_SET]
+        try:
+            target.read_msrs(snap, numbers)
+        except gdb.GdbError:
+            pass  # the report shows each unreadable MSR with the reason
+        r = reports.msr_report(snap, only, symbolize)
+        return r, render.msr_text(r)
+
+
+class InfoGdt(GdbextCommand):
+    """Show the GDT as the CPU sees it, every descriptor decoded.
+
+Usage: info gdt [SELECTOR] [--json]
+
+For each entry: index, selector, kind (null, code, data, TSS available/busy,
+LDT, call gate...), base, limit scaled by G, DPL, P, L, D/B, G, AVL and the
+type bits in words; 16-byte system descriptors are one entry.  "used by" marks
+the live segment registers, TR and LDTR, and the selectors STAR gives SYSCALL
+and SYSRET.  Warns where a live (hidden) segment cache differs from its table
+entry, or a selector points past the limit.
+JSON: {"base", "limit", "entries": [{"index", "selector", "kind", "base",
+"limit", "dpl", "present", "long", ...}], "warnings": [...]}."""
+
+    NAME = "info gdt"
+
+    def arguments(self, parser):
+        parser.add_argument("selector", nargs="?", type=parse_int, help="show only this selector's entry")
+        parser.add_argument("--no-star", action="store_true", help="do not read STAR (no rdmsr)")
+
+    def run(self, args):
+        snap = target.snapshot()
+        if not args.no_star:
+            try:
+                target.read_msrs(snap, [MSR_NAMES["STAR"]])
+            except gdb.GdbError:
+                pass
+        r = reports.gdt_report(snap, args.selector, with_star=not args.no_star)
+        return r, render.gdt_text(r)
+
+
+class InfoTss(GdbextCommand):
+    """Show the 64-bit TSS that TR selects: RSP0-2, IST1-7, the I/O map base.
+
+Usage: info tss [--json]
+
+For each stack pointer: whether it is canonical and whether the page a push
+would write (pointer - 8) is mapped supervisor-writable now.
+JSON: {"selector", "base", "limit", "rsp": [...], "ist": [...], "iomap_base", "stacks": {...}}."""
+
+    NAME = "info tss"
+
+    def run(self, args):
+        r = reports.tss_report(target.snapshot())
+        return r, render.tss_text(r)
+
+
+class InfoIdt(GdbextCommand):
+    """Show the IDT: every gate up to the limit (at most 256).
+
+Usage: info idt [VECTOR] [--json]
+
+Vector and name, gate type, selector, handler address and symbol, IST, DPL,
+P.  Warns where a handler is not mapped executable for the kernel or its
+selector is not a 64-bit code segment.  The table shows present gates; JSON
+has all of them.
+JSON: {"base", "limit", "gates": [{"vector", "name", "kind", "selector", "handler", "symbol", "ist", "dpl", "present", "problems"}], "warnings"}."""
+
+    NAME = "info idt"
+
+    def arguments(self, parser):
+        parser.add_argument("vector", nargs="?", type=parse_int, help="show only this vector")
+
+    def run(self, args):
+        if args.vector is not None and not 0 <= args.vector <= 255:
+            raise gdb.GdbError(f"info idt: vector {args.vector} is outside 0..255")
+        r = reports.idt_report(target.snapshot(), args.vector, symbolize)
+        return r, render.idt_text(r)
+
+
+class Symbols(GdbextCommand):
+    """Load symbols from an ELF file for gdbext's lookups (handler and LSTAR names).
+
+Usage: gdbext-symbols FILE [OFFSET]
+
+Use it for a kernel gdb has no symbols for, or add OFFSET when the kernel runs
+relocated (KASLR).  gdb's own symbols are always asked first."""
+
+    NAME = "gdbext-symbols"
+    COMMAND_CLASS = gdb.COMMAND_FILES
+
+    def arguments(self, parser):
+        parser.add_argument("file")
+        parser.add_argument("offset", nargs="?", type=parse_int, default=0)
+
+    def run(self, args):
+        table = SymbolTable.from_elf(args.file, args.offset)
+        _symbols[0] = table
+        r = {"file": args.file, "offset": args.offset, "symbols": len(table)}
+        return r, f"gdbext: {len(table)} symbols from {args.file} (offset {args.offset:#x})"
+
+
+class CplFunction(gdb.Function):
+    """$cpl() - the current privilege level of the selected vCPU (0-3)."""
+
+    def __init__(self) -> None:
+        super().__init__("cpl")
+
+    def invoke(self):
+        return target.snapshot().cpl
+
+
+class MsrFunction(gdb.Function):
+    """$msr(NAME or NUMBER) - an MSR of the selected vCPU, e.g. $msr("LSTAR"), $msr(0xc0000081)."""
+
+    def __init__(self) -> None:
+        super().__init__("msr")
+
+    def invoke(self, which):
+        if which.type.code == gdb.TYPE_CODE_ARRAY or which.type.strip_typedefs().code == gdb.TYPE_CODE_PTR:
+            text = which.string()
+            number = msr_number(text)
+        else:
+            number = int(which)
+        if number is None:
+            raise gdb.GdbError(f"$msr: unknown MSR {which}")
+        try:
+            return target.read_msrs(target.snapshot(), [number])[number]
+        except SnapshotError as exc:
+            raise gdb.GdbError(f"$msr: {exc}") from None
+
+
+class Gdbext(gdb.Command):
+    """gdbext: see what an x86_64 CPU under QEMU sees.
+
+Commands (each has `help COMMAND`, and most take --json):
+  info gdt [SEL]        the GDT, decoded; live segments, TR and STAR roles marked
+  info tss              the 64-bit TSS: RSP0-2, IST1-7, I/O map; stacks checked
+  info idt [VEC]        the IDT gates with handlers, symbols and checks
+  info msr [NAME]       EFER, STAR, LSTAR, CSTAR, SFMASK, FS/GS/KERNEL_GS bases
+  info cpl              CPL, mode, IOPL, IF
+  pagewalk VA           the CPU's page walk for an address, and what an access does
+  ptdump                every mapping, merged into ranges; --wx, --phys, --user
+  sysret-check [ADDR]   would a sysret now work?  every rule, with the reason
+  sysret-watch on|off|status   stop before any sysret that would go wrong
+  gdbext-symbols FILE [OFFSET] symbols from an ELF for gdbext's lookups
+Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
+
+    def __init__(self) -> None:
+        super().__init__("gdbext", gdb.COMMAND_SUPPORT, prefix=True)
+
+    def invoke(self, argument, from_tty):
+        gdb.write(self.__doc__ + "\n")
+
+
+_registered = [False]
+
+
+def register() -> None:
+    if _registered[0]:
+        return
+    _registered[0] = True
+    Gdbext()
+    for cls in (InfoCpl, InfoMsr, InfoGdt, InfoTss, InfoIdt, Symbols):
+        cls()
+    CplFunction()
+    MsrFunction()
+    _register_optional()
+    target.connect_events()
+    if gdb.selected_thread() is not None:
+        target.reset_phys_mode()
+
+
+def _register_optional() -> None:
+    """Commands living in their own modules (page tables, sysret)."""
+    import importlib
+
+    for module in ("gdbext.commands.paging", "gdbext.commands.sysret"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register()

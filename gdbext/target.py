@@ -1,0 +1,533 @@
+"""The one layer that talks to gdb and QEMU.
+
+Everything else receives a `Snapshot` (gdbext.snapshot) of the vCPU behind
+gdb's selected thread.  Snapshots are built once per stop and thrown away
+when the target runs again, when the user writes a register or memory, or
+when another thread is selected.
+
+Sources, as measured on QEMU 7.2 + gdb 13 (see the project README):
+- general, segment-selector and control registers, EFER, FS/GS/KERNEL_GS
+  bases: gdb's register set;
+- GDTR, IDTR, LDTR, TR, hidden segment caches, CPL, HLT: the monitor's
+  `info registers N` for vCPU N (plain `info registers` is always CPU 0);
+- physical memory: raw `m` packets with QEMU's PhyMemMode, or a
+  memory-mapped shared RAM file when the guest RAM is backed by one;
+- other MSRs: `rdmsr` executed in the guest (see `_Rdmsr`).
+"""
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import gdb  # noqa: F401  (this module is the gdb boundary)
+
+from gdbext.snapshot import (
+    CONTROL_REGS,
+    GENERAL_REGS,
+    MSR_FROM_REGISTER,
+    SEGMENT_NAMES,
+    Snapshot,
+    SnapshotError,
+)
+
+
+class TargetError(gdb.GdbError):
+    """A one-line reason why the target cannot answer; shown without a traceback."""
+
+
+# ---------------------------------------------------------------------------
+# The remote connection
+# ---------------------------------------------------------------------------
+
+def _connection():
+    thread = gdb.selected_thread()
+    if thread is None:
+        raise TargetError("gdbext: no target; connect first with `target remote HOST:PORT` to QEMU's gdb stub")
+    if thread.is_running():
+        raise TargetError("gdbext: the target is running; interrupt it first (Ctrl-C or `interrupt`)")
+    conn = gdb.selected_inferior().connection
+    if conn is None or not hasattr(conn, "send_packet"):
+        raise TargetError("gdbext: the target is not a remote gdb stub; gdbext needs QEMU's (`qemu -s` or `-gdb tcp::PORT`)")
+    return conn
+
+
+def send_packet(packet: str) -> bytes:
+    reply = _connection().send_packet(packet)
+    if isinstance(reply, str):  # gdb < 13 returned str
+        reply = reply.encode("latin-1")
+    return reply
+
+
+_is_qemu: Optional[bool] = None
+
+
+def require_qemu() -> None:
+    """QEMU answers `qqemu.sstepbits`; other stubs answer with an empty packet."""
+    global _is_qemu
+    if _is_qemu is None:
+        _is_qemu = send_packet("qqemu.sstepbits").startswith(b"ENABLE=")
+    if not _is_qemu:
+        raise TargetError("gdbext: this gdb stub is not QEMU's; gdbext needs QEMU (TCG) to read descriptor tables and MSRs")
+
+
+def hmp(command: str) -> str:
+    """A QEMU monitor command through the stub (`monitor ...`)."""
+    require_qemu()
+    try:
+        return gdb.execute(f"monitor {command}", to_string=True)
+    except gdb.error as exc:
+        raise TargetError(f"gdbext: QEMU monitor command `{command}` failed: {exc}") from None
+
+
+def selected_cpu() -> int:
+    """QEMU's vCPU index for gdb's selected thread (QEMU numbers threads cpu_index + 1)."""
+    thread = gdb.selected_thread()
+    if thread is None:
+        raise TargetError("gdbext: no thread selected")
+    return thread.ptid[1] - 1
+
+
+# ---------------------------------------------------------------------------
+# Registers
+# ---------------------------------------------------------------------------
+
+def read_gdb_registers() -> Dict[str, int]:
+    frame = gdb.newest_frame()  # registers of the innermost frame: what the CPU holds
+    regs: Dict[str, int] = {}
+    for name in GENERAL_REGS + SEGMENT_NAMES + CONTROL_REGS:
+        try:
+            value = frame.read_register(name)
+        except (ValueError, gdb.error):
+            continue
+        regs[name] = int(value) & 0xFFFFFFFFFFFFFFFF
+    return regs
+
+
+def write_register(name: str, value: int) -> None:
+    gdb.execute(f"set ${name} = {value:#x}", to_string=True)
+
+
+# ---------------------------------------------------------------------------
+# Physical memory
+# ---------------------------------------------------------------------------
+
+_MAX_M = 2048  # QEMU advertises PacketSize=0x1000: a hex reply carries 2048 bytes
+
+
+@contextlib.contextmanager
+def phys_mode() -> Iterator[None]:
+    """QEMU's stub reads physical memory while inside; the mode is global in
+    QEMU and survives a detach, so it is always put back as it was."""
+    before = send_packet("qqemu.PhyMemMode")
+    if send_packet("Qqemu.PhyMemMode:1") != b"OK":
+        raise TargetError("gdbext: QEMU refused physical-memory mode (Qqemu.PhyMemMode)")
+    try:
+        yield
+    finally:
+        send_packet("Qqemu.PhyMemMode:" + ("1" if before.strip() == b"1" else "0"))
+        gdb.execute("maint flush dcache", to_string=True)
+
+
+def reset_phys_mode() -> None:
+    """Put QEMU back in virtual mode (after an interrupted earlier session)."""
+    with contextlib.suppress(gdb.error, TargetError):
+        if send_packet("qqemu.PhyMemMode").strip() == b"1":
+            send_packet("Qqemu.PhyMemMode:0")
+
+
+def _stub_read(addr: int, size: int) -> bytes:
+    out = bytearray()
+    while size:
+        n = min(size, _MAX_M)
+        reply = send_packet(f"m{addr:x},{n:x}")
+        if reply.startswith(b"E") and len(reply) == 3:
+            raise SnapshotError(f"QEMU could not read physical {addr:#x}")
+        out += bytes.fromhex(reply.decode("ascii"))
+        addr += n
+        size -= n
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class _RamWindow:
+    start: int        # guest-physical
+    end: int          # exclusive
+    offset: int       # into the backing file
+
+
+class SharedRam:
+    """Guest RAM backed by a shared file (`memory-backend-file,share=on`):
+    read by mmap, with no packet at all.  The layout (which guest-physical
+    ranges are which file offsets) comes from `info mtree -f` once."""
+
+    def __init__(self, path: str, windows: List[_RamWindow]):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            self._map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self.path = path
+        self.windows = windows
+
+    def read(self, pa: int, size: int) -> Optional[bytes]:
+        for w in self.windows:
+            if w.start <= pa and pa + size <= w.end:
+                off = w.offset + pa - w.start
+                return self._map[off:off + size]
+        return None
+
+
+_MTREE_RE = re.compile(
+    r"^\s*([0-9a-f]+)-([0-9a-f]+) \(prio [-\d]+, ram\): (\S+)(?: @([0-9a-f]+))?", re.M)
+
+
+def _find_shared_ram() -> Optional[SharedRam]:
+    objects = hmp("qom-list /objects")
+    for line in objects.splitlines():
+        name, _, kind = line.strip().partition(" (")
+        if not kind.startswith("child<memory-backend-file>"):
+            continue
+        share = hmp(f"qom-get /objects/{name} share").strip()
+        path = hmp(f"qom-get /objects/{name} mem-path").strip().strip('"')
+        if share != "true" or not os.path.exists(path):
+            continue
+        flat = hmp("info mtree -f")
+        # Only the system address space: it is the first "FlatView" block.
+        system = flat.split("FlatView #1")[0]
+        windows = []
+        for m in _MTREE_RE.finditer(system):
+            start, end, region, offset = m.groups()
+            if region == name:
+                windows.append(_RamWindow(int(start, 16), int(end, 16) + 1, int(offset or "0", 16)))
+        if windows:
+            try:
+                return SharedRam(path, windows)
+            except OSError:
+                return None
+    return None
+
+
+class PhysicalMemory:
+    """Reads guest-physical memory the fastest way available."""
+
+    def __init__(self) -> None:
+        self._shared: Optional[SharedRam] = None
+        self._probed = False
+        self.stub_reads = 0
+
+    def _probe(self) -> None:
+        if not self._probed:
+            self._probed = True
+            if os.environ.get("GDBEXT_NO_SHARED_RAM") != "1":
+                with contextlib.suppress(TargetError, OSError, ValueError):
+                    self._shared = _find_shared_ram()
+
+    @property
+    def source(self) -> str:
+        self._probe()
+        return f"shared RAM file {self._shared.path}" if self._shared else "gdb stub (PhyMemMode)"
+
+    def read(self, pa: int, size: int) -> bytes:
+        self._probe()
+        if self._shared is not None:
+            data = self._shared.read(pa, size)
+            if data is not None:
+                return data
+        self.stub_reads += 1
+        with phys_mode():
+            return _stub_read(pa, size)
+
+    def read_many(self, requests: List[Tuple[int, int]]) -> List[bytes]:
+        """Several reads under one mode switch."""
+        self._probe()
+        out: List[Optional[bytes]] = [None] * len(requests)
+        todo = []
+        for i, (pa, size) in enumerate(requests):
+            if self._shared is not None:
+                out[i] = self._shared.read(pa, size)
+            if out[i] is None:
+                todo.append(i)
+        if todo:
+            with phys_mode():
+                for i in todo:
+                    out[i] = _stub_read(*requests[i])
+        return [b for b in out]  # type: ignore[misc]
+
+
+PHYS = PhysicalMemory()
+
+
+# ---------------------------------------------------------------------------
+# rdmsr in the guest
+# ---------------------------------------------------------------------------
+
+RDMSR = b"\x0f\x32"
+
+
+class _Rdmsr:
+    """Execute `rdmsr` on the selected vCPU and put everything back.
+
+    How: write 0f 32 at RIP, set ECX, step one instruction with only this
+    vCPU resumed (scheduler-locking) and QEMU's single-step flags masking
+    interrupts and timers (NOIRQ|NOTIMER), read EDX:EAX, then restore RIP,
+    RAX, RCX, RDX, RFLAGS and the two code bytes.
+
+    At CPL 3 rdmsr would raise #GP, so for the one step the vCPU is made
+    CPL 0: the GDT slots of CS and SS are patched with ring-0 descriptors and
+    CS/SS reloaded with RPL 0, then the same slots are patched to encode the
+    *exact* hidden caches CS and SS had (SYSRET-made caches included), the
+    selectors reloaded, and the GDT bytes restored.  CR4.SMEP is cleared for
+    the step (the code is on a user page) and restored.
+
+    Refused: a vCPU halted in HLT (QEMU's stub never completes a step on it:
+    gdb would hang), compatibility mode (gdb sees only 32-bit registers),
+    and any stub that is not QEMU's TCG.
+    """
+
+    def __init__(self, snap: Snapshot):
+        self.snap = snap
+
+    def check(self) -> None:
+        require_qemu()
+        if "disabled" not in hmp("info kvm"):
+            raise TargetError("gdbext: QEMU runs this guest under KVM; rdmsr cannot be injected safely there (TCG only)")
+        if self.snap.halted:
+            raise TargetError(
+                f"gdbext: vCPU {self.snap.cpu} is halted in HLT; QEMU's stub cannot step it without waking it, "
+                "so MSRs other than EFER/FS/GS/KERNEL_GS bases are not read (stop it while it runs)")
+        cs = self.snap.segments.get("cs")
+        if self.snap.cr0 & 1 and self.snap.efer & (1 << 10) and cs is not None and not cs.long:
+            raise TargetError(
+                f"gdbext: vCPU {self.snap.cpu} is in compatibility mode; gdb sees only 32-bit registers there, "
+                "so rdmsr is not injected")
+
+    def read(self, numbers: List[int]) -> Dict[int, int]:
+        self.check()
+        snap = self.snap
+        regs = snap.regs
+        rip = regs["rip"]
+        inferior = gdb.selected_inferior()
+        saved_code = inferior.read_memory(rip, len(RDMSR)).tobytes()
+        restore_cpl = snap.cpl != 0
+        results: Dict[int, int] = {}
+        with _scheduler_locked(), _sstep_flags():
+            if restore_cpl:
+                ring0 = _RingZero(snap)
+                ring0.enter()
+            try:
+                inferior.write_memory(rip, RDMSR)
+                for number in numbers:
+                    write_register("rip", rip)
+                    write_register("rcx", number)
+                    gdb.execute("stepi", to_string=True)
+                    frame = gdb.newest_frame()
+                    new_rip = int(frame.read_register("rip"))
+                    if new_rip != rip + len(RDMSR):
+                        # rdmsr faulted.  QEMU's TCG answers 0 for MSRs it does not
+                        # know instead of raising #GP, so this should not happen; if it
+                        # does, the exception frame was pushed: say so, do not guess.
+                        raise TargetError(
+                            f"gdbext: rdmsr {number:#x} faulted on vCPU {snap.cpu}; registers restored, "
+                            "but the exception frame written below RSP was not")
+                    eax = int(frame.read_register("rax")) & 0xFFFFFFFF
+                    edx = int(frame.read_register("rdx")) & 0xFFFFFFFF
+                    results[number] = (edx << 32) | eax
+            finally:
+                inferior.write_memory(rip, saved_code)
+                for name in ("rax", "rcx", "rdx", "rsp", "eflags", "rip"):
+                    write_register(name, regs[name])
+                if restore_cpl:
+                    ring0.leave()
+                gdb.execute("maint flush dcache", to_string=True)
+        return results
+
+
+class _RingZero:
+    """Make the vCPU CPL 0 for one step, then restore CS/SS caches exactly."""
+
+    def __init__(self, snap: Snapshot):
+        from gdbext.memory import translate  # pure; imported late to keep load light
+
+        self.snap = snap
+        self.cs = snap.segments["cs"]
+        self.ss = snap.segments["ss"]
+        self.slots = {}
+        for seg in (self.cs, self.ss):
+            index = seg.selector >> 3
+            if seg.selector & 4 or index == 0 or index * 8 + 7 > snap.gdtr.limit:
+                raise TargetError(
+                    f"gdbext: cannot switch to CPL 0 for rdmsr: selector {seg.selector:#x} is not a usable GDT slot")
+            walk = translate(snap, snap.gdtr.base + index * 8)
+            if walk.pa is None:
+                raise TargetError("gdbext: cannot switch to CPL 0 for rdmsr: the GDT is not mapped")
+            self.slots[index] = snap.gdtr.base + index * 8
+        for seg in (self.cs, self.ss):
+            if _encode_cache(seg) is None:
+                raise TargetError(
+                    f"gdbext: cannot switch to CPL 0 for rdmsr: the {seg.selector:#x} cache cannot be re-encoded exactly")
+        self.saved = {}
+
+    def enter(self) -> None:
+        inferior = gdb.selected_inferior()
+        for index, va in self.slots.items():
+            self.saved[index] = inferior.read_memory(va, 8).tobytes()
+        code0 = 0x00AF9B000000FFFF   # 64-bit ring-0 code (SDM Vol. 3A 3.4.5)
+        data0 = 0x00CF93000000FFFF   # ring-0 writable data
+        inferior.write_memory(self.slots[self.cs.selector >> 3], code0.to_bytes(8, "little"))
+        inferior.write_memory(self.slots[self.ss.selector >> 3], data0.to_bytes(8, "little"))
+        self.cr4 = self.snap.cr4
+        if self.cr4 & (1 << 20):  # CR4.SMEP
+            write_register("cr4", self.cr4 & ~(1 << 20))
+        write_register("cs", self.cs.selector & ~3)
+        write_register("ss", self.ss.selector & ~3)
+
+    def leave(self) -> None:
+        inferior = gdb.selected_inferior()
+        inferior.write_memory(self.slots[self.cs.selector >> 3], _encode_cache(self.cs))
+        inferior.write_memory(self.slots[self.ss.selector >> 3], _encode_cache(self.ss))
+        write_register("cs", self.cs.selector)
+        write_register("ss", self.ss.selector)
+        for index, va in self.slots.items():
+            inferior.write_memory(va, self.saved[index])
+        if self.cr4 & (1 << 20):
+            write_register("cr4", self.cr4)
+
+
+def _encode_cache(seg) -> Optional[bytes]:
+    """An 8-byte descriptor that QEMU would load into exactly this cache."""
+    if seg.base > 0xFFFFFFFF:
+        return None
+    limit = seg.limit
+    if seg.attrs & (1 << 23):  # G: limit is in 4 KiB units, low 12 bits all ones
+        if limit & 0xFFF != 0xFFF:
+            return None
+        raw_limit = limit >> 12
+    else:
+        raw_limit = limit
+    if raw_limit > 0xFFFFF:
+        return None
+    raw = (raw_limit & 0xFFFF) | ((seg.base & 0xFFFFFF) << 16)
+    raw |= (seg.attrs & 0x00F0FF00) << 32
+    raw |= ((raw_limit >> 16) & 0xF) << 48
+    raw |= ((seg.base >> 24) & 0xFF) << 56
+    return raw.to_bytes(8, "little")
+
+
+@contextlib.contextmanager
+def _scheduler_locked() -> Iterator[None]:
+    """Only this vCPU runs, and the step prints no stop location."""
+    before = gdb.parameter("scheduler-locking")
+    quiet = gdb.parameter("suppress-cli-notifications")
+    gdb.execute("set scheduler-locking on", to_string=True)
+    gdb.execute("set suppress-cli-notifications on", to_string=True)
+    try:
+        yield
+    finally:
+        gdb.execute(f"set scheduler-locking {before}", to_string=True)
+        gdb.execute(f"set suppress-cli-notifications {'on' if quiet else 'off'}", to_string=True)
+
+
+@contextlib.contextmanager
+def _sstep_flags() -> Iterator[None]:
+    """Single steps with NOIRQ|NOTIMER so nothing but our instruction runs."""
+    before = send_packet("qqemu.sstep").strip()
+    if before != b"0x7":
+        send_packet("Qqemu.sstep=0x7")
+    try:
+        yield
+    finally:
+        if before != b"0x7":
+            send_packet("Qqemu.sstep=" + before.decode("ascii"))
+
+
+# ---------------------------------------------------------------------------
+# Snapshots, cached per stop
+# ---------------------------------------------------------------------------
+
+class _Injector:
+    """The Snapshot's MSR reader: one rdmsr session for all MSRs asked at once."""
+
+    def __init__(self) -> None:
+        self.snap: Optional[Snapshot] = None
+        self.injections = 0
+
+    def __call__(self, number: int) -> int:
+        return self.read_many([number])[number]
+
+    def read_many(self, numbers: List[int]) -> Dict[int, int]:
+        assert self.snap is not None
+        todo = [n for n in numbers if n not in self.snap.msrs and n not in MSR_FROM_REGISTER]
+        if todo:
+            _suspend_invalidation[0] += 1
+            try:
+                self.injections += 1
+                values = _Rdmsr(self.snap).read(todo)
+            finally:
+                _suspend_invalidation[0] -= 1
+            self.snap.msrs.update(values)
+        return {n: self.snap.msr(n) for n in numbers}
+
+
+_cache: Dict[Tuple[int, int], Snapshot] = {}
+_suspend_invalidation = [0]
+
+
+def invalidate(*_args) -> None:
+    if not _suspend_invalidation[0]:
+        _cache.clear()
+
+
+def snapshot() -> Snapshot:
+    """The selected vCPU, read once per stop."""
+    _connection()
+    require_qemu()
+    thread = gdb.selected_thread()
+    key = (gdb.selected_inferior().num, thread.ptid[1])
+    snap = _cache.get(key)
+    if snap is not None:
+        return snap
+    from gdbext.hmp import parse_info_registers
+    from gdbext.decode import DecodeError
+
+    cpu = selected_cpu()
+    try:
+        h = parse_info_registers(hmp(f"info registers {cpu}"))
+    except DecodeError as exc:
+        raise TargetError(f"gdbext: cannot read QEMU's `info registers {cpu}`: {exc}") from None
+    regs = read_gdb_registers()
+    snap = Snapshot(
+        regs=regs,
+        segments=dict(h.segments),
+        gdtr=h.gdt,
+        idtr=h.idt,
+        ldtr=h.ldt,
+        tr=h.tr,
+        cpl=h.cpl,
+        halted=h.halted,
+        cpu=cpu,
+        phys_reader=PHYS.read,
+    )
+    injector = _Injector()
+    injector.snap = snap
+    snap.msr_reader = injector
+    _cache[key] = snap
+    return snap
+
+
+def read_msrs(snap: Snapshot, numbers: List[int]) -> Dict[int, int]:
+    """Several MSRs with one injection session (one CPL switch, one set of restores)."""
+    reader = snap.msr_reader
+    if isinstance(reader, _Injector):
+        return reader.read_many(numbers)
+    return {n: snap.msr(n) for n in numbers}
+
+
+def connect_events() -> None:
+    for event in (gdb.events.cont, gdb.events.stop, gdb.events.exited,
+                  gdb.events.memory_changed, gdb.events.register_changed,
+                  gdb.events.inferior_call, gdb.events.new_objfile):
+        event.connect(invalidate)
