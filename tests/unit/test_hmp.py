@@ -1,0 +1,157 @@
+"""Parsing QEMU 7.2's `info registers` text, captured in each CPU mode."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gdbext.decode import DecodeError
+from gdbext.hmp import (
+    HmpRegisters,
+    parse_all_info_registers,
+    parse_info_registers,
+    parse_xp,
+)
+from gdbext.snapshot import SegmentCache, TableRegister
+
+FIXTURES = Path(__file__).parent / "fixtures"
+STATES = ["qemu72_reset", "qemu72_ovmf", "probe_pm_hlt", "probe_pm_user", "probe_lm_user",
+          "probe_compat_user"]
+
+
+def text(stem: str) -> str:
+    return (FIXTURES / f"{stem}.txt").read_text()
+
+
+def parse(stem: str) -> HmpRegisters:
+    return parse_info_registers(text(stem))
+
+
+def test_reset_state():
+    r = parse("qemu72_reset")
+    # The architectural reset state (SDM Vol. 3A table 10-1): CS f000 with base ffff0000.
+    assert r.segments["cs"] == SegmentCache(0xF000, 0xFFFF0000, 0xFFFF, 0x9B00)
+    assert r.rip == 0xFFF0 and r.rflags == 0x2 and r.cr0 == 0x60000010
+    assert r.regs["edx"] == 0x00060FB1          # CPUID signature of QEMU's default CPU
+    assert (r.mode_hint, r.cpl, r.halted, r.wide, r.cpu) == ("real", 0, False, False, 0)
+    assert r.gdt == TableRegister(0, 0xFFFF) and r.idt == TableRegister(0, 0xFFFF)
+    assert r.tr.attrs == 0x8B00 and r.ldt.attrs == 0x8200
+
+
+def test_ovmf_state():
+    r = parse("qemu72_ovmf")
+    assert (r.mode_hint, r.cpl, r.wide, r.bases_truncated) == ("64-bit", 0, True, False)
+    assert r.segments["cs"] == SegmentCache(0x38, 0, 0xFFFFFFFF, 0x00A09A00)
+    assert r.raw_flags["cs"] == 0x00AF9A00       # as printed: limit[19:16] included
+    assert r.segments["ds"].attrs == 0x00C09300 and r.raw_flags["ds"] == 0x00CF9300
+    assert r.gdt == TableRegister(0x75DC000, 0x47) and r.idt == TableRegister(0x7059018, 0xFFF)
+    assert (r.cr0, r.cr3, r.cr4, r.efer) == (0x80010033, 0x7801000, 0x668, 0xD00)
+    assert r.regs["r8"] == 0xAF and r.regs["rsp"] == 0x7EEA6B0 and r.rip == 0x7049369
+    assert r.regs["r14"] == 0x8000000000000003     # all 64 bits kept
+    assert r.regs["dr7"] == 0x400 and r.regs["dr6"] == 0xFFFF0FF0 and r.regs["mxcsr"] == 0x1F80
+    assert "cpl" not in r.regs and "st" not in r.regs and "fpr0" not in r.regs
+
+
+def test_halted_protected_mode():
+    r = parse("probe_pm_hlt")
+    assert (r.mode_hint, r.halted, r.cpl, r.wide) == ("protected", True, 0, False)
+    assert r.segments["cs"].selector == 0x30 and r.segments["cs"].default_big
+
+
+def test_ring3_states():
+    pm, lm, compat = parse("probe_pm_user"), parse("probe_lm_user"), parse("probe_compat_user")
+    assert [s.cpl for s in (pm, lm, compat)] == [3, 3, 3]
+    assert [s.mode_hint for s in (pm, lm, compat)] == ["protected", "64-bit", "compatibility"]
+    assert lm.segments["cs"].long and not compat.segments["cs"].long
+    assert lm.segments["cs"].dpl == 3 and lm.segments["ss"].selector == 0x23
+    # IRET to ring 3 left DS/ES/FS/GS with DPL-0 descriptors: QEMU cleared their P bit.
+    assert not pm.segments["ds"].present and pm.raw_flags["ds"] == 0x00CF1300
+    # In compatibility mode the TR base above 4 GiB is printed cut to 32 bits.
+    assert lm.tr.base == 0xFFFF800000106000
+    assert compat.tr.base == 0x00106000 and compat.bases_truncated
+    assert compat.gdt == lm.gdt                  # GDT/IDT bases stay 64-bit under LMA
+
+
+def test_all_cpus():
+    cpus = parse_all_info_registers(text("qemu72_ovmf_smp2_all"))
+    assert [c.cpu for c in cpus] == [0, 1]
+    assert [c.halted for c in cpus] == [False, True]
+    assert cpus[0].idt.base != cpus[1].idt.base       # OVMF gives each CPU its own IDT
+    with pytest.raises(DecodeError, match="2 CPU"):
+        parse_info_registers(text("qemu72_ovmf_smp2_all"))
+
+
+def test_text_without_header_and_with_crlf():
+    body = text("qemu72_ovmf").split("CPU#0", 1)[1]
+    r = parse_info_registers(body.replace("\n", "\r\n"))
+    assert r.cpu is None and r.segments == parse("qemu72_ovmf").segments
+
+
+@pytest.mark.parametrize("prefix, missing", [
+    ("GDT=", "gdt"), ("TR ", "tr"), ("CS ", "cs"), ("EFER", "efer"), ("CR0", "cr0"),
+    ("RIP", "rip"),
+])
+def test_missing_line_named(prefix, missing):
+    lines = [ln for ln in text("qemu72_ovmf").splitlines() if not ln.startswith(prefix)]
+    with pytest.raises(DecodeError, match=missing):
+        parse_info_registers("\n".join(lines))
+
+
+def test_duplicate_register():
+    with pytest.raises(DecodeError, match="twice"):
+        parse_info_registers(text("qemu72_ovmf") + "EFER=0000000000000000\n")
+
+
+@pytest.mark.parametrize("junk", ["", "(qemu) ", "unknown command: 'info regs'",
+                                  "Connection closed by foreign host."])
+def test_not_register_text(junk):
+    with pytest.raises(DecodeError):
+        parse_info_registers(junk)
+
+
+def test_xp_dump():
+    address, data = parse_xp(text("qemu72_ovmf_gdt"))
+    assert address == 0x75DC000 and len(data) == 0x48
+    assert int.from_bytes(data[0x38:0x40], "little") == 0x00AF9A000000FFFF
+    assert parse_xp("0000000000001000: 0x0201 0x0403\n") == (0x1000, bytes([1, 2, 3, 4]))
+    for bad in ["", "1000: 0x01 0x0203", "1000: 0x01\n1008: 0x02", "1000 0x01"]:
+        with pytest.raises(DecodeError):
+            parse_xp(bad)
+
+
+# --- robustness -------------------------------------------------------------------------
+
+@given(st.text(max_size=400))
+def test_random_text(junk):
+    try:
+        parse_info_registers(junk)
+    except DecodeError:
+        pass
+    try:
+        parse_xp(junk)
+    except DecodeError:
+        pass
+
+
+@given(st.sampled_from(STATES), st.data())
+def test_mangled_real_text(stem, data):
+    """Real output with lines dropped, duplicated or cut never raises anything else."""
+    lines = text(stem).splitlines()
+    i = data.draw(st.integers(0, len(lines) - 1))
+    how = data.draw(st.sampled_from(["drop", "dup", "cut", "garble"]))
+    if how == "drop":
+        del lines[i]
+    elif how == "dup":
+        lines.insert(i, lines[i])
+    elif how == "cut":
+        lines[i] = lines[i][:data.draw(st.integers(0, len(lines[i])))]
+    else:
+        pos = data.draw(st.integers(0, len(lines[i])))
+        lines[i] = lines[i][:pos] + data.draw(st.text(max_size=5)) + lines[i][pos:]
+    try:
+        r = parse_info_registers("\n".join(lines))
+    except DecodeError:
+        return
+    assert set(r.segments) == {"es", "cs", "ss", "ds", "fs", "gs"}
