@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from gdbext.decode import DecodeError
 
@@ -462,16 +462,30 @@ def check_access(w: Walk, ctx: PagingContext, access: str, *, user: bool,
 
 # -- dump --------------------------------------------------------------------
 
-class _Dumper:
-    """Depth-first over the tables, merging leaves into Ranges as it goes.
+_RANGE_FIELDS = tuple(f.name for f in fields(Range))
 
-    Every table is read and unpacked once and its present entries kept, so a
-    table reached again (shared by two slots, or a recursive slot that
-    points back at an ancestor) costs no second read.  Such a table is still
-    interpreted for every path that reaches it, because each path is a real
-    mapping.  Recursion cannot loop: a path is at most 4 (or 5) entries long,
-    and a self-reference is just read as the next level down, as the CPU
-    would read it.
+
+def _new_range(values: tuple) -> Range:
+    # Range's generated frozen __init__ costs ~1.3 us (one object.__setattr__
+    # per field); a dump of a million scattered 4 KiB pages builds a million
+    # Ranges, so fill the instance dict directly.  The result is an ordinary
+    # frozen Range (equal, hashable, immutable).
+    r = object.__new__(Range)
+    r.__dict__.update(zip(_RANGE_FIELDS, values))
+    return r
+
+
+class _Dumper:
+    """Depth-first over the tables, merging leaves into runs as it goes.
+
+    Every table is read once and its raw bytes kept, so a table reached again
+    (shared by two slots, or a recursive slot that points back at an
+    ancestor) costs no second read.  Such a table is still interpreted for
+    every path that reaches it, because each path is a real mapping.
+    Recursion cannot loop: a path is at most 4 (or 5) entries long, and a
+    self-reference is just read as the next level down, as the CPU would read
+    it.  A PML4 slot pointing at the PML4 therefore adds one 4 KiB page per
+    table (and per large-page frame) to the dump, and nothing more.
     """
 
     def __init__(self, read_phys: ReadPhys, ctx: PagingContext, lo: int, hi: int,
@@ -481,27 +495,27 @@ class _Dumper:
         self.lo, self.hi = lo, hi
         self.problems = problems
         self.names = ctx.level_names
-        self.tables: dict[int, list[tuple[int, int]]] = {}
-        self.ranges: list[Range] = []
+        self.tables: dict[int, bytes] = {}
         self.pk = _pk_enabled(ctx)
         # Bits of a leaf that make up its effective rights, besides U/S and
         # R/W which the upper levels may already have taken away.
         self.leaf_bits = PTE_G | (PTE_XD if ctx.nxe else 0) | (PTE_PK_MASK if self.pk else 0)
         self.nx_bit = PTE_XD if ctx.nxe else 0
         self.addr_rsvd = _address_reserved(ctx)
-        # The run being merged: [va_start, next_va, next_pa, page_size, key, pages].
-        self.run: list | None = None
+        # Finished runs, six ints each (va, end, end_pa, page_size, key,
+        # pages): plain ints keep the cyclic GC out of a million-page dump.
+        self.runs: list[int] = []
+        # The open run: [va, end, end_pa, page_size, key, pages] or None.
+        self.run: list[int] | None = None
 
-    def entries(self, table: int) -> list[tuple[int, int]]:
-        found = self.tables.get(table)
-        if found is None:
-            data = self.read_phys(table, TABLE_SIZE)
-            if len(data) != TABLE_SIZE:
-                raise PagingError(f"short read of the page table at physical {table:#x}")
-            # Non-present entries are dropped unread: the CPU ignores their other bits.
-            found = [(i, e) for i, e in enumerate(_UNPACK_TABLE(data)) if e & 1]
-            self.tables[table] = found
-        return found
+    def table(self, pa: int) -> tuple[int, ...]:
+        raw = self.tables.get(pa)
+        if raw is None:
+            raw = self.read_phys(pa, TABLE_SIZE)
+            if len(raw) != TABLE_SIZE:
+                raise PagingError(f"short read of the page table at physical {pa:#x}")
+            self.tables[pa] = raw
+        return _UNPACK_TABLE(raw)
 
     def problem(self, va: int, text: str) -> None:
         if self.problems is not None:
@@ -511,14 +525,16 @@ class _Dumper:
         """Interpret `table` at level `depth`; `keep` holds the U/S and R/W bits
         every level above granted, `nx` the XD bit if some level above set it."""
         name = self.names[depth]
-        shift = _SHIFT[name]
         if name == "PT":
             self.leaves(table, va_base, keep, nx)
             return
+        shift = _SHIFT[name]
         span = 1 << shift
         top = depth == 0
         sign = ~((1 << (shift + 9)) - 1) & MASK64
-        for i, e in self.entries(table):
+        for i, e in enumerate(self.table(table)):
+            if not e & PTE_P:
+                continue  # the CPU ignores every other bit of a non-present entry
             va = va_base + (i << shift)
             if top and i >= 256:
                 va |= sign  # upper half: sign-extend to a canonical address
@@ -536,13 +552,23 @@ class _Dumper:
                              keep & e, nx | (e & self.nx_bit))
 
     def leaves(self, table: int, va_base: int, keep: int, nx: int) -> None:
-        """The hot loop: 4 KiB pages of one PT, merged inline."""
+        """The hot loop: the 4 KiB pages of one PT, merged into the open run."""
         mask = keep | self.leaf_bits
         rsvd = self.addr_rsvd
         lo, hi = self.lo, self.hi
         whole = va_base >= lo and va_base + (1 << 21) <= hi
+        runs = self.runs
         run = self.run
-        for i, e in self.entries(table):
+        if run is not None and run[3] == TABLE_SIZE:
+            start, end, end_pa, _, cur, pages = run
+        else:
+            if run is not None:
+                runs.extend(run)
+            start = end = end_pa = cur = -1
+            pages = 0
+        for i, e in enumerate(self.table(table)):
+            if not e & 1:
+                continue
             va = va_base + (i << 12)
             if not whole and (va < lo or va >= hi):
                 continue
@@ -551,35 +577,44 @@ class _Dumper:
                 continue
             pa = e & ADDRESS_MASK
             key = (e & mask) | nx
-            if run is not None and va == run[1] and pa == run[2] and key == run[4] and run[3] == 4096:
-                run[1] += 4096
-                run[2] += 4096
-                run[5] += 1
+            if va == end and pa == end_pa and key == cur:
+                pages += 1
             else:
-                self.flush()
-                run = self.run = [va, va + 4096, pa + 4096, 4096, key, 1]
+                if pages:
+                    runs += (start, end, end_pa, TABLE_SIZE, cur, pages)
+                start, cur, pages = va, key, 1
+            end = va + TABLE_SIZE
+            end_pa = pa + TABLE_SIZE
+        self.run = [start, end, end_pa, TABLE_SIZE, cur, pages] if pages else None
 
     def add(self, va: int, pa: int, size: int, key: int) -> None:
+        """One large page, merged into the open run when it continues it."""
         run = self.run
         if run is not None and va == run[1] and pa == run[2] and key == run[4] and run[3] == size:
             run[1] += size
             run[2] += size
             run[5] += 1
-        else:
-            self.flush()
-            self.run = [va, va + size, pa + size, size, key, 1]
-
-    def flush(self) -> None:
-        run = self.run
-        if run is None:
             return
-        va, end, next_pa, size, key, pages = run
-        self.ranges.append(Range(
-            va_start=va, va_end=end, pa_start=next_pa - (end - va), page_size=size,
-            user=bool(key & PTE_US), writable=bool(key & PTE_RW),
-            executable=not key & PTE_XD, global_=bool(key & PTE_G),
-            pkey=(key >> PTE_PK_SHIFT) & 0xF if self.pk else None, pages=pages))
-        self.run = None
+        if run is not None:
+            self.runs.extend(run)
+        self.run = [va, va + size, pa + size, size, key, 1]
+
+    def ranges(self) -> list[Range]:
+        if self.run is not None:
+            self.runs.extend(self.run)
+            self.run = None
+        flat = self.runs
+        attrs: dict[int, tuple] = {}
+        out = []
+        for n in range(0, len(flat), 6):
+            va, end, end_pa, size, key, pages = flat[n:n + 6]
+            a = attrs.get(key)
+            if a is None:
+                a = attrs[key] = (
+                    bool(key & PTE_US), bool(key & PTE_RW), not key & PTE_XD, bool(key & PTE_G),
+                    (key >> PTE_PK_SHIFT) & 0xF if self.pk else None)
+            out.append(_new_range((va, end, end_pa - (end - va), size, *a, pages)))
+        return out
 
 
 def dump(read_phys: ReadPhys, ctx: PagingContext, *, va_start: int = 0,
@@ -599,8 +634,7 @@ def dump(read_phys: ReadPhys, ctx: PagingContext, *, va_start: int = 0,
         raise PagingError("paging is disabled (CR0.PG=0): there are no page tables to dump")
     dumper = _Dumper(read_phys, ctx, va_start, va_end, problems)
     dumper.descend(ctx.root, 0, 0, PTE_US | PTE_RW, 0)
-    dumper.flush()
-    return dumper.ranges
+    return dumper.ranges()
 
 
 def wx_ranges(ranges: list[Range]) -> list[Range]:
