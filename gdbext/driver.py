@@ -1,0 +1,153 @@
+"""Drive a real gdb through its machine interface (pygdbmi), with every wait bounded.
+
+Used by triage, the benchmarks and the integration tests: they run gdb with
+gdbext loaded against QEMU's stub, type the same commands a person would, and
+read the same output (or its --json form).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+INIT = Path(__file__).resolve().parent / "init.py"
+
+
+class GdbError(Exception):
+    """A gdb command answered with an error; the message is gdb's."""
+
+
+class GdbTimeout(Exception):
+    """gdb did not answer in time."""
+
+
+def _mi_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class Stop:
+    reason: str
+    payload: Dict = field(default_factory=dict)
+    console: str = ""
+
+    @property
+    def address(self) -> Optional[int]:
+        frame = self.payload.get("frame") or {}
+        addr = frame.get("addr")
+        return int(addr, 16) if addr else None
+
+
+class GdbDriver:
+    """One gdb process.  Always `close()` it (or use it as a context manager)."""
+
+    def __init__(self, elf: Optional[Path] = None, gdb: str = "gdb", timeout: float = 30.0):
+        from pygdbmi.gdbcontroller import GdbController
+
+        argv = [gdb, "--nx", "--quiet", "--interpreter=mi3"]
+        if elf is not None:
+            argv.append(str(elf))
+        self._gdb = GdbController(command=argv, time_to_check_for_additional_output_sec=0.05)
+        self.timeout = timeout
+        self._tokens = itertools.count(1)
+        self._pending: List[Dict] = []
+        self.closed = False
+        # Without async MI, gdb reads no command while the target runs, so a
+        # running guest could never be interrupted.
+        self.mi("-gdb-set mi-async on")
+        self.command("set pagination off")
+        self.command("set confirm off")
+        self.command("set width 0")
+
+    # -- low level -----------------------------------------------------------
+    def _read(self, timeout: float) -> List[Dict]:
+        return self._gdb.get_gdb_response(timeout_sec=timeout, raise_error_on_timeout=False)
+
+    def mi(self, command: str, timeout: Optional[float] = None) -> tuple[Dict, List[Dict]]:
+        """Send one MI command; return its result record and everything before it."""
+        token = next(self._tokens)
+        self._gdb.write(f"{token}{command}", read_response=False)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        seen: List[Dict] = []
+        while True:
+            for msg in self._pending or self._read(min(0.5, max(0.0, deadline - time.monotonic()))):
+                if msg.get("type") == "result" and msg.get("token") == token:
+                    self._pending = []
+                    return msg, seen
+                seen.append(msg)
+            self._pending = []
+            if time.monotonic() > deadline:
+                raise GdbTimeout(f"gdb gave no answer to {command!r} in {timeout or self.timeout:.0f}s")
+
+    def command(self, text: str, timeout: Optional[float] = None) -> str:
+        """A CLI command as typed at the prompt; returns what it printed."""
+        result, seen = self.mi(f"-interpreter-exec console {_mi_quote(text)}", timeout)
+        out = "".join(m.get("payload") or "" for m in seen if m.get("type") in ("console", "output", "target"))
+        self._stops_seen = [m for m in seen if m.get("type") == "notify" and m.get("message") == "stopped"]
+        if result.get("message") == "error":
+            raise GdbError((result.get("payload") or {}).get("msg", "error").strip())
+        return out
+
+    def json(self, text: str, timeout: Optional[float] = None):
+        out = self.command(text + " --json", timeout)
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise GdbError(f"{text} --json printed no JSON: {out[:200]!r}") from None
+
+    # -- sessions --------------------------------------------------------------
+    def load_gdbext(self) -> str:
+        return self.command(f"source {INIT}")
+
+    def connect(self, port: int, host: str = "127.0.0.1") -> str:
+        return self.command(f"target remote {host}:{port}", timeout=30)
+
+    def resume_until_stop(self, timeout: float, command: str = "-exec-continue") -> Optional[Stop]:
+        """Continue and wait for the next stop; None if it did not stop in time
+        (the target is then interrupted, so it is stopped either way)."""
+        result, _ = self.mi(command)
+        if result.get("message") == "error":
+            raise GdbError((result.get("payload") or {}).get("msg", "error"))
+        stop = self._wait_stop(timeout)
+        if stop is None:
+            self._gdb.write("-exec-interrupt", read_response=False)
+            self._wait_stop(10)
+        return stop
+
+    def _wait_stop(self, timeout: float) -> Optional[Stop]:
+        deadline = time.monotonic() + timeout
+        console = []
+        while time.monotonic() < deadline:
+            for msg in self._read(min(0.5, max(0.0, deadline - time.monotonic()))):
+                if msg.get("type") in ("console", "target", "output"):
+                    console.append(msg.get("payload") or "")
+                if msg.get("type") == "notify" and msg.get("message") == "stopped":
+                    payload = msg.get("payload") or {}
+                    return Stop(payload.get("reason", ""), payload, "".join(console))
+        return None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._gdb.write("-gdb-exit", read_response=False)
+        except Exception:  # noqa: BLE001 - gdb may already be gone
+            pass
+        proc = self._gdb.gdb_process
+        try:
+            if proc is not None:
+                proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001
+            pass
+        self._gdb.exit()  # kills if still alive
+
+    def __enter__(self) -> "GdbDriver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
