@@ -51,8 +51,8 @@ RFLAGS_AC = 1 << 18
 CR3_ROOT_MASK = 0x000F_FFFF_FFFF_F000
 
 # -- paging-structure entry bits --------------------------------------------
-# SDM 4.5, Tables 4-15 (PML5E/PML4E) to 4-20 (PTE); AMD APM Vol. 2 5.3.3
-# "Page-Translation-Table Entry Fields".
+# SDM 4.5, Tables 4-14 (PML5E) and 4-15 (PML4E) to 4-20 (PTE); AMD APM
+# Vol. 2 5.3.3 "Page-Translation-Table Entry Fields".
 PTE_P = 1 << 0
 PTE_RW = 1 << 1
 PTE_US = 1 << 2
@@ -79,9 +79,10 @@ LEVELS_4 = ("PML4", "PDPT", "PD", "PT")
 LEVELS_5 = ("PML5", "PML4", "PDPT", "PD", "PT")
 _SHIFT = {"PML5": 48, "PML4": 39, "PDPT": 30, "PD": 21, "PT": 12}
 
-# Reserved address bits inside a large-page frame (SDM Table 4-17 "Format of
-# a PDPTE that Maps a 1-GByte Page": bits 29:13; Table 4-19 "... a PDE that
-# Maps a 2-MByte Page": bits 20:13).  Bit 12 is the PAT bit in both.
+# Reserved address bits inside a large-page frame (SDM Table 4-16 "Format of
+# a Page-Directory-Pointer-Table Entry (PDPTE) that Maps a 1-GByte Page": bits
+# 29:13; Table 4-18 "... a Page-Directory Entry that Maps a 2-MByte Page":
+# bits 20:13).  Bit 12 is the PAT bit in both.
 _LARGE_RSVD = {"PDPT": ((1 << 30) - 1) & ~0x1FFF, "PD": ((1 << 21) - 1) & ~0x1FFF}
 
 
@@ -242,8 +243,9 @@ def _reserved_mask(ctx: PagingContext, name: str, entry: int) -> int:
     """Reserved bits of a present entry at level `name`."""
     mask = _address_reserved(ctx)
     if name in ("PML5", "PML4"):
-        # PS is reserved in PML5Es and PML4Es (SDM Table 4-14/4-15).  AMD's
-        # APM also marks bit 8 of a PML4E MBZ; Intel and QEMU ignore it, and
+        # PS is reserved in PML5Es and PML4Es (SDM Tables 4-14 and 4-15,
+        # "Reserved (must be 0)").  Older manuals drew bits 8:7 of a PML4E as
+        # reserved; the current SDM and QEMU's walker reserve bit 7 only, and
         # so do we.
         mask |= PTE_PS
     elif name in _LARGE_RSVD and entry & PTE_PS:
@@ -451,11 +453,12 @@ def check_access(w: Walk, ctx: PagingContext, access: str, *, user: bool,
     if not w.levels:
         return Access(False, None, "allowed: paging is disabled")
     why = _rights_violation(w, ctx, access, user, rflags_ac)
-    if why:
-        return Access(True, code | PF_P, why)
-    why, note = _pkey_violation(w, ctx, access, user)
-    if why:
-        return Access(True, code | PF_P | PF_PK, why)
+    # SDM 4.7 defines the PK bit by the key and PKRU alone, so it is set even
+    # when the ordinary rights refuse the access as well.
+    pk_why, note = _pkey_violation(w, ctx, access, user)
+    if why or pk_why:
+        code |= PF_P | (PF_PK if pk_why else 0)
+        return Access(True, code, "; ".join(r for r in (why, pk_why) if r))
     mode = "user" if user else "supervisor"
     return Access(False, None, f"allowed: {mode}-mode {access}{note}")
 

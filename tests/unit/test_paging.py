@@ -397,6 +397,17 @@ def test_protection_keys_with_pkru():
     assert not check_access(w3, ctx_nowp, "write", user=False).faults
 
 
+def test_pk_bit_is_set_even_when_ordinary_rights_also_refuse():
+    # SDM 4.7: PK depends only on the key, PKRU, the access and CR0.WP.
+    pt = PageTables()
+    pt.map(0x40_0000, 0x9000, user=True, writable=False, pkey=2)
+    w, ctx = _walk(pt, 0x40_0000, cr4=CR4_LONG | CR4_PKE, pkru=1 << 5)  # WD2
+    a = check_access(w, ctx, "write", user=True)
+    assert a.error_code == 0x27
+    assert "read-only" in a.reason and "PKRU.WD2=1" in a.reason
+    assert not check_access(w, ctx, "read", user=True).faults
+
+
 def test_protection_keys_unknown_pkru_and_pke_off():
     pt = PageTables()
     pt.map(0x40_0000, 0x9000, user=True, pkey=5)
