@@ -310,6 +310,10 @@ def tss_report(snap: Snapshot) -> dict:
     except SnapshotError as exc:
         raise ReportError(f"info tss: TSS at {tr.base:#x} is not readable: {exc}") from None
     tss = decode_tss64(data)
+    # QEMU 7.2 keeps type 9 (available) in TR's cache after LTR and marks only
+    # the GDT entry busy, so busy-ness is read from the table.
+    table = _gdt_bytes(snap)
+    entry = descriptor_at(table, snap.gdtr.limit, tr.selector, long_mode=True) if table else None
     stacks = {}
     for i, sp in enumerate(tss.rsp):
         stacks[f"rsp{i}"] = stack_state(snap, sp)
@@ -319,7 +323,8 @@ def tss_report(snap: Snapshot) -> dict:
     iomap = tss.iomap_base
     return {
         "cpu": snap.cpu, "selector": tr.selector, "base": tr.base, "limit": tr.limit,
-        "busy": bool(tr.attrs & 0x200),
+        "busy": entry is not None and entry.kind == "tss-busy",
+        "gdt_kind": entry.kind if entry else None,
         "rsp": list(tss.rsp), "ist": list(tss.ist), "iomap_base": iomap,
         "iomap": "none (base beyond the limit)" if iomap > tr.limit else f"{tr.limit - iomap + 1} bytes",
         "stacks": stacks,

@@ -83,11 +83,13 @@ class TableRegister:
 class SegmentCache:
     """A segment register with its hidden part, as QEMU holds it.
 
-    `attrs` is QEMU's descriptor-flags word: bits 8..23 of the descriptor's
-    high dword in place (type at 8..11, S at 12, DPL at 13..14, P at 15,
-    AVL at 20, L at 21, D/B at 22, G at 23), exactly as `info registers`
-    prints it.  `limit` is the byte-granular limit QEMU keeps (already
-    scaled by G).
+    `attrs` is the descriptor's attribute bits in place in its high dword
+    (type at 8..11, S at 12, DPL at 13..14, P at 15, AVL at 20, L at 21,
+    D/B at 22, G at 23), i.e. QEMU's flag word masked with 0x00f0ff00: the
+    word `info registers` prints also carries limit[19:16] at bits 16..19,
+    which the parser drops so that attrs compares equal to a decoded
+    Descriptor.attrs.  `limit` is the byte-granular limit QEMU keeps
+    (already scaled by G).
     """
 
     selector: int

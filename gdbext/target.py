@@ -511,11 +511,27 @@ def snapshot() -> Snapshot:
         cpu=cpu,
         phys_reader=PHYS.read,
     )
+    if getattr(h, "bases_truncated", False):
+        _fix_truncated_bases(snap)
     injector = _Injector()
     injector.snap = snap
     snap.msr_reader = injector
     _cache[key] = snap
     return snap
+
+
+def _fix_truncated_bases(snap: Snapshot) -> None:
+    """In compatibility mode `info registers` prints 8-digit bases, cutting
+    TR's base above 4 GiB; the 16-byte TSS descriptor in the GDT has it whole."""
+    from gdbext.decode.descriptors import descriptor_at
+    from gdbext.memory import read_linear
+
+    with contextlib.suppress(SnapshotError, ValueError):
+        table = read_linear(snap, snap.gdtr.base, snap.gdtr.limit + 1)
+        entry = descriptor_at(table, snap.gdtr.limit, snap.tr.selector, long_mode=True)
+        if entry is not None and entry.kind.startswith("tss") and entry.base & 0xFFFFFFFF == snap.tr.base:
+            tr = snap.tr
+            snap.tr = type(tr)(tr.selector, entry.base, tr.limit, tr.attrs)
 
 
 def read_msrs(snap: Snapshot, numbers: List[int]) -> Dict[int, int]:
