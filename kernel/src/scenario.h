@@ -1,0 +1,36 @@
+/*
+ * Which mistake this boot makes.  The name comes from QEMU's fw_cfg file
+ * opt/org.gdbext/scenario; each mistake is made where a real kernel would
+ * make it (GDT setup, the STAR write, paging, the syscall return path),
+ * and those places ask scenario_is().
+ */
+#ifndef SCENARIO_H
+#define SCENARIO_H
+
+#include <stdbool.h>
+
+enum scenario {
+	SCENARIO_OK,
+	SCENARIO_SPIN,
+	SCENARIO_STAR_RPL0,
+	SCENARIO_GDT_ORDER,
+	SCENARIO_SCE_OFF,
+	SCENARIO_RCX_NONCANONICAL,
+	SCENARIO_USER_PAGE_SUPERVISOR,
+	SCENARIO_USER_PAGE_NX,
+	SCENARIO_IOPL3,
+	SCENARIO_IF_OFF,
+	SCENARIO_NO_SWAPGS,
+	SCENARIO_KERNEL_RSP,
+	SCENARIO_SYSRET32,
+	SCENARIO_COUNT
+};
+
+/* Read the scenario from fw_cfg (default "ok") and log it; exits on an unknown name. */
+void scenario_init(void);
+bool scenario_is(enum scenario s);
+/* Every scenario except ok and spin sets up something wrong. */
+bool scenario_is_mistake(void);
+const char *scenario_name(void);
+
+#endif
