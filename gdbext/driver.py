@@ -56,6 +56,7 @@ class GdbDriver:
         self._tokens = itertools.count(1)
         self._pending: List[Dict] = []
         self.closed = False
+        self.target_gone = False
         # Without async MI, gdb reads no command while the target runs, so a
         # running guest could never be interrupted.
         self.mi("-gdb-set mi-async on")
@@ -113,7 +114,7 @@ class GdbDriver:
         if result.get("message") == "error":
             raise GdbError((result.get("payload") or {}).get("msg", "error"))
         stop = self._wait_stop(timeout)
-        if stop is None:
+        if stop is None and not self.target_gone:
             self._gdb.write("-exec-interrupt", read_response=False)
             self._wait_stop(10)
         return stop
@@ -123,11 +124,16 @@ class GdbDriver:
         console = []
         while time.monotonic() < deadline:
             for msg in self._read(min(0.5, max(0.0, deadline - time.monotonic()))):
-                if msg.get("type") in ("console", "target", "output"):
+                if msg.get("type") in ("console", "target", "output", "log"):
                     console.append(msg.get("payload") or "")
                 if msg.get("type") == "notify" and msg.get("message") == "stopped":
                     payload = msg.get("payload") or {}
                     return Stop(payload.get("reason", ""), payload, "".join(console))
+                if msg.get("type") == "notify" and msg.get("message") == "thread-group-exited":
+                    # QEMU exited (the guest powered off or asked isa-debug-exit to end
+                    # it): gdb says only that the connection closed.
+                    self.target_gone = True
+                    return Stop("exited", msg.get("payload") or {}, "".join(console))
         return None
 
     def close(self) -> None:

@@ -43,11 +43,25 @@ class TargetError(gdb.GdbError):
 # The remote connection
 # ---------------------------------------------------------------------------
 
+# Inside a gdb.Breakpoint.stop() callback the guest is stopped, but gdb still
+# reports the thread as running; callbacks say so with `in_stop_callback()`.
+_in_stop_callback = [0]
+
+
+@contextlib.contextmanager
+def in_stop_callback() -> Iterator[None]:
+    _in_stop_callback[0] += 1
+    try:
+        yield
+    finally:
+        _in_stop_callback[0] -= 1
+
+
 def _connection():
     thread = gdb.selected_thread()
     if thread is None:
         raise TargetError("gdbext: no target; connect first with `target remote HOST:PORT` to QEMU's gdb stub")
-    if thread.is_running():
+    if thread.is_running() and not _in_stop_callback[0]:
         raise TargetError("gdbext: the target is running; interrupt it first (Ctrl-C or `interrupt`)")
     conn = gdb.selected_inferior().connection
     if conn is None or not hasattr(conn, "send_packet"):

@@ -1,0 +1,390 @@
+"""`sysret-check`, `sysret-watch` and `$sysret_ok()`.
+
+The watch puts a breakpoint on every SYSRET instruction of the kernel and
+on every WRMSR, and evaluates the rules (gdbext.checks.sysret) in the
+breakpoint's stop() callback; the guest stops only when a rule fails.
+
+A stop() callback may read registers and memory but cannot resume the
+guest, so it cannot inject rdmsr.  The watch therefore reads STAR, LSTAR,
+CSTAR and SFMASK once per vCPU when armed, and keeps them current from the
+WRMSR breakpoints (ECX and EDX:EAX at a wrmsr say what is being written).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set
+
+import gdb
+
+from gdbext import target
+from gdbext.checks import sysret as rules
+from gdbext.checks.sites import Site, scan, scan_wrmsr, sites_from_elf, sysret_at
+from gdbext.gdbcommands import GdbextCommand, parse_int, symbolize
+from gdbext.snapshot import (
+    MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SFMASK, MSR_STAR, Snapshot, SnapshotError,
+)
+
+WATCHED_MSRS = (MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK)
+WRMSR_RULE_MSRS = (MSR_STAR, MSR_LSTAR, MSR_SFMASK, MSR_EFER, MSR_CSTAR)
+_MSR_NAME = {MSR_STAR: "STAR", MSR_LSTAR: "LSTAR", MSR_CSTAR: "CSTAR", MSR_SFMASK: "SFMASK", MSR_EFER: "EFER"}
+
+
+# ---------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------
+
+_MARK = {"pass": "pass   ", "warning": "WARNING", "error": "ERROR  ", "skipped": "skipped"}
+
+
+def report_text(report: rules.Report, where: str, *, verbose: bool = True) -> str:
+    lines = [f"sysret-check: {where}"]
+    for r in report.results:
+        if not verbose and r.status == "pass":
+            continue
+        lines.append(f"  {_MARK.get(r.status, r.status):7} {r.rule:17} {r.message}")
+        if r.consequence and r.status in ("error", "warning"):
+            lines.append(f"  {'':7} {'':17} -> {r.consequence}")
+    errors = sum(1 for r in report.results if r.status == "error")
+    warnings = sum(1 for r in report.results if r.status == "warning")
+    lines.append(f"  {errors} error(s), {warnings} warning(s), "
+                 f"{sum(1 for r in report.results if r.status == 'pass')} passed")
+    return "\n".join(lines)
+
+
+def _site_opsize(address: int) -> Optional[int]:
+    try:
+        code = gdb.selected_inferior().read_memory(address, 16).tobytes()
+    except gdb.MemoryError:
+        return None
+    return sysret_at(code)
+
+
+def _describe(address: int, opsize: int) -> str:
+    sym = symbolize(address)
+    insn = "sysretq" if opsize == 64 else "sysretl"
+    return f"{insn} at {address:#x}" + (f" <{sym}>" if sym else "")
+
+
+# ---------------------------------------------------------------------------
+# sysret-check
+# ---------------------------------------------------------------------------
+
+class SysretCheck(GdbextCommand):
+    """Would a SYSRET executed now work?  Every rule, with values and consequence.
+
+Usage: sysret-check [ADDRESS] [--opsize 32|64] [--json]
+
+Evaluates every rule as if the sysret at ADDRESS (default: the instruction at
+RIP) executed with the current registers.  When there is no sysret at that
+address, it checks "a sysretq now".  One line per rule: pass, warning or
+error, with the values involved and what Intel CPUs, AMD CPUs and QEMU do.
+Rules: SR-SCE SR-MODE SR-CPL SR-RCX-CANONICAL SR-OPSIZE SR-STAR-CS SR-STAR-SS
+SR-STAR-RPL SR-STAR-LIMIT SR-RIP-MAPPED SR-RSP-USER SR-RFLAGS SR-SWAPGS
+SR-LSTAR SR-SFMASK SR-TSS-RSP0 (see the README's rule table).
+JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
+"checked": [{"rule", "status", "message"}], "opsize", "address", "at_sysret"}."""
+
+    NAME = "sysret-check"
+    COMMAND_CLASS = gdb.COMMAND_STATUS
+
+    def arguments(self, parser):
+        parser.add_argument("address", nargs="?", type=parse_int)
+        parser.add_argument("--opsize", type=int, choices=(32, 64), help="override the operand size")
+
+    def run(self, args):
+        snap = target.snapshot()
+        address = snap.rip if args.address is None else args.address
+        found = _site_opsize(address)
+        opsize = args.opsize or found or 64
+        _prefetch_msrs(snap)
+        report = rules.evaluate(snap, opsize=opsize)
+        where = _describe(address, opsize) if found else (
+            f"no sysret at {address:#x}; checking a sysret{'q' if opsize == 64 else 'l'} executed now")
+        doc = report.to_json()
+        doc.update({"address": address, "at_sysret": found is not None, "cpu": snap.cpu})
+        return doc, report_text(report, where)
+
+
+def _prefetch_msrs(snap: Snapshot) -> None:
+    """All MSRs the rules need, in one injection; the watch's copy when armed."""
+    known = WATCH.msrs.get(snap.cpu)
+    if WATCH.armed and known:
+        snap.msrs.update(known)
+        return
+    try:
+        target.read_msrs(snap, list(WATCHED_MSRS))
+    except gdb.GdbError:
+        pass  # each rule that needs one says it was skipped, and why
+
+
+# ---------------------------------------------------------------------------
+# sysret-watch
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Watch:
+    armed: bool = False
+    warnings: bool = False
+    sites: List[Site] = field(default_factory=list)
+    wrmsr_sites: List[int] = field(default_factory=list)
+    breakpoints: List[gdb.Breakpoint] = field(default_factory=list)
+    msrs: Dict[int, Dict[int, int]] = field(default_factory=dict)   # cpu -> MSR -> value
+    checks: int = 0
+    wrmsr_checks: int = 0
+    findings: int = 0
+    check_seconds: float = 0.0
+    source: str = ""
+    last: Optional[dict] = None
+
+    def status(self) -> dict:
+        return {"armed": self.armed, "warnings": self.warnings,
+                "sites": [s.address for s in self.sites], "wrmsr_sites": self.wrmsr_sites,
+                "checks": self.checks, "wrmsr_checks": self.wrmsr_checks, "findings": self.findings,
+                "source": self.source,
+                "mean_check_ms": round(1000 * self.check_seconds / max(1, self.checks + self.wrmsr_checks), 3),
+                "last_finding": self.last}
+
+
+WATCH = Watch()
+
+
+def _snapshot_in_stop() -> Snapshot:
+    """A fresh snapshot inside a breakpoint's stop(): no rdmsr, the watch's MSRs."""
+    target.invalidate()
+    with target.in_stop_callback():
+        snap = target.snapshot()
+    known = WATCH.msrs.get(snap.cpu)
+    if known is None:
+        # A vCPU the watch has not seen yet: most kernels program the same
+        # syscall MSRs on every CPU; take another CPU's, said in the message.
+        known = next(iter(WATCH.msrs.values()), {})
+    snap.msrs.update(known)
+
+    def no_rdmsr(number: int) -> int:
+        raise SnapshotError(f"MSR {number:#x} is not known to the watch (it cannot run rdmsr inside a stop)")
+    snap.msr_reader = no_rdmsr
+    return snap
+
+
+class SysretBreakpoint(gdb.Breakpoint):
+    def __init__(self, site: Site):
+        super().__init__(f"*{site.address:#x}", gdb.BP_BREAKPOINT, internal=True)
+        self.site = site
+        self.silent = True
+
+    def stop(self) -> bool:
+        t0 = time.perf_counter()
+        try:
+            with target.in_stop_callback():
+                snap = _snapshot_in_stop()
+                report = rules.evaluate(snap, opsize=self.site.opsize)
+        except Exception as exc:  # noqa: BLE001 - a watch must never kill the session
+            gdb.write(f"sysret-watch: check at {self.site.address:#x} failed: {exc}\n", gdb.STDERR)
+            return True
+        finally:
+            WATCH.check_seconds += time.perf_counter() - t0
+        WATCH.checks += 1
+        if report.ok(warnings=WATCH.warnings):
+            return False
+        WATCH.findings += 1
+        doc = report.to_json()
+        doc.update({"address": self.site.address, "cpu": snap.cpu, "kind": "sysret"})
+        WATCH.last = doc
+        gdb.write("sysret-watch: stopped before a sysret that would go wrong\n"
+                  + report_text(report, _describe(self.site.address, self.site.opsize), verbose=False) + "\n")
+        return True
+
+
+class WrmsrBreakpoint(gdb.Breakpoint):
+    def __init__(self, address: int):
+        super().__init__(f"*{address:#x}", gdb.BP_BREAKPOINT, internal=True)
+        self.address = address
+        self.silent = True
+
+    def stop(self) -> bool:
+        t0 = time.perf_counter()
+        try:
+            frame = gdb.newest_frame()
+            number = int(frame.read_register("rcx")) & 0xFFFFFFFF
+            if number not in WRMSR_RULE_MSRS:
+                return False
+            value = ((int(frame.read_register("rdx")) & 0xFFFFFFFF) << 32) | (int(frame.read_register("rax")) & 0xFFFFFFFF)
+            with target.in_stop_callback():
+                snap = _snapshot_in_stop()
+                results = rules.check_msr_write(snap, number, value)
+            if number in WATCHED_MSRS:
+                WATCH.msrs.setdefault(snap.cpu, {})[number] = value
+        except Exception as exc:  # noqa: BLE001
+            gdb.write(f"sysret-watch: wrmsr check at {self.address:#x} failed: {exc}\n", gdb.STDERR)
+            return True
+        finally:
+            WATCH.check_seconds += time.perf_counter() - t0
+        WATCH.wrmsr_checks += 1
+        bad = [r for r in results if r.status == "error" or (WATCH.warnings and r.status == "warning")]
+        if not bad:
+            return False
+        WATCH.findings += 1
+        sym = symbolize(self.address)
+        where = f"wrmsr at {self.address:#x}{f' <{sym}>' if sym else ''} writing {_MSR_NAME[number]} = {value:#x}"
+        WATCH.last = {"kind": "wrmsr", "address": self.address, "msr": number, "value": value, "cpu": snap.cpu,
+                      "findings": [{"rule": r.rule, "severity": r.status, "message": r.message,
+                                    "consequence": r.consequence, "values": dict(r.values)} for r in bad]}
+        lines = [f"sysret-watch: stopped at a wrmsr that sets up a sysret to fail: {where}"]
+        for r in bad:
+            lines.append(f"  {_MARK[r.status]} {r.rule:17} {r.message}")
+            if r.consequence:
+                lines.append(f"  {'':7} {'':17} -> {r.consequence}")
+        gdb.write("\n".join(lines) + "\n")
+        return True
+
+
+def _elf_files() -> List[str]:
+    files = []
+    for objfile in gdb.objfiles():
+        name = objfile.filename
+        if name and not name.startswith("system-supplied") and objfile.is_valid():
+            files.append(name)
+    return files
+
+
+def _find_sites(snap: Snapshot) -> tuple[List[Site], List[int], str]:
+    files = _elf_files()
+    if files:
+        sites: List[Site] = []
+        wrmsr: List[int] = []
+        for name in files:
+            s, w = sites_from_elf(name)
+            sites += s
+            wrmsr += w
+        return sites, wrmsr, "ELF " + ", ".join(files)
+    return _scan_kernel_pages(snap)
+
+
+def _scan_kernel_pages(snap: Snapshot) -> tuple[List[Site], List[int], str]:
+    """No ELF: scan every supervisor-executable page of the live page tables."""
+    from gdbext.decode.paging import PagingContext, dump
+
+    ctx = PagingContext.from_snapshot(snap)
+    ranges = [r for r in dump(snap.read_phys, ctx) if r.executable and not r.user and r.va_start >> 63]
+    sites: List[Site] = []
+    wrmsr: List[int] = []
+    seen_pa: Set[int] = set()
+    total = 0
+    for r in ranges:
+        size = r.va_end - r.va_start
+        if size > 64 << 20 or r.pa_start in seen_pa:   # the direct map is not code
+            continue
+        seen_pa.add(r.pa_start)
+        code = target.PHYS.read(r.pa_start, size)
+        total += size
+        sites += scan(code, r.va_start)
+        wrmsr += scan_wrmsr(code, r.va_start)
+    return sites, wrmsr, f"scan of {total >> 10} KiB of kernel-executable pages"
+
+
+def arm(warnings: bool, with_wrmsr: bool = True) -> str:
+    disarm()
+    snap = target.snapshot()
+    sites, wrmsr, source = _find_sites(snap)
+    if not sites:
+        raise gdb.GdbError(f"sysret-watch: no SYSRET instruction found ({source})")
+    cpus = [t for t in gdb.selected_inferior().threads()]
+    original = gdb.selected_thread()
+    notes = []
+    try:
+        for thread in cpus:
+            thread.switch()
+            s = target.snapshot()
+            try:
+                WATCH.msrs[s.cpu] = target.read_msrs(s, list(WATCHED_MSRS))
+            except (gdb.GdbError, SnapshotError) as exc:
+                notes.append(f"vCPU {s.cpu}: MSRs not read ({str(exc).removeprefix('gdbext: ')}); "
+                             "they are learnt from the wrmsr sites")
+    finally:
+        original.switch()
+    WATCH.sites = sites
+    WATCH.wrmsr_sites = sorted(set(wrmsr)) if with_wrmsr else []
+    WATCH.breakpoints = [SysretBreakpoint(s) for s in sites]
+    WATCH.breakpoints += [WrmsrBreakpoint(a) for a in WATCH.wrmsr_sites]
+    WATCH.armed = True
+    WATCH.warnings = warnings
+    WATCH.source = source
+    WATCH.checks = WATCH.wrmsr_checks = WATCH.findings = 0
+    WATCH.check_seconds = 0.0
+    WATCH.last = None
+    head = (f"sysret-watch: armed on {len(sites)} sysret site(s) and {len(WATCH.wrmsr_sites)} wrmsr site(s) "
+            f"from {source}; stops on {'errors and warnings' if warnings else 'errors'}")
+    return "\n".join([head] + ["  " + n for n in notes])
+
+
+def disarm() -> None:
+    for bp in WATCH.breakpoints:
+        if bp.is_valid():
+            bp.delete()
+    WATCH.breakpoints = []
+    WATCH.armed = False
+
+
+class SysretWatch(GdbextCommand):
+    """Stop the guest right before a SYSRET that would go wrong.
+
+Usage: sysret-watch on [--warnings] [--no-wrmsr] | off | status [--json]
+
+on: find every SYSRET instruction in the kernel's code (from the ELF files gdb
+has loaded, read with pyelftools; with none, by scanning the kernel's
+executable pages) and break on each, evaluating every sysret-check rule there;
+the guest stops only when a rule fails (with --warnings, on warnings too) and
+the diagnosis is printed.  Every WRMSR site is watched too: a write of STAR,
+LSTAR, SFMASK or EFER that cannot work stops at the wrmsr, naming it.
+off: remove the breakpoints.  status: sites, checks made, findings.
+JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
+
+    NAME = "sysret-watch"
+    COMMAND_CLASS = gdb.COMMAND_BREAKPOINTS
+
+    def arguments(self, parser):
+        parser.add_argument("action", choices=("on", "off", "status"))
+        parser.add_argument("--warnings", action="store_true", help="stop on warnings as well as errors")
+        parser.add_argument("--no-wrmsr", action="store_true", help="do not watch wrmsr sites")
+
+    def run(self, args):
+        if args.action == "on":
+            text = arm(args.warnings, not args.no_wrmsr)
+            return WATCH.status(), text
+        if args.action == "off":
+            disarm()
+            return WATCH.status(), "sysret-watch: off"
+        st = WATCH.status()
+        text = (f"sysret-watch: {'armed' if st['armed'] else 'off'}; {len(st['sites'])} sysret site(s), "
+                f"{len(st['wrmsr_sites'])} wrmsr site(s); {st['checks']} sysret check(s), "
+                f"{st['wrmsr_checks']} wrmsr check(s), {st['findings']} finding(s); "
+                f"mean check {st['mean_check_ms']} ms")
+        if st["armed"]:
+            text += "\n  sites: " + " ".join(f"{a:#x}" for a in st["sites"][:32])
+            if len(st["sites"]) > 32:
+                text += f" ... ({len(st['sites'])} in all)"
+        return st, text
+
+
+class SysretOk(gdb.Function):
+    """$sysret_ok() - 1 if a sysretq executed now would pass every error rule, else 0.
+
+Usable in breakpoint conditions (then it uses the MSRs sysret-watch knows,
+since no rdmsr can run while gdb evaluates a condition)."""
+
+    def __init__(self) -> None:
+        super().__init__("sysret_ok")
+
+    def invoke(self, opsize=None):
+        size = int(opsize) if opsize is not None else 64
+        snap = target.snapshot()
+        if WATCH.msrs.get(snap.cpu):
+            snap.msrs.update(WATCH.msrs[snap.cpu])
+        return int(rules.evaluate(snap, opsize=size).ok())
+
+
+def register() -> None:
+    SysretCheck()
+    SysretWatch()
+    SysretOk()
