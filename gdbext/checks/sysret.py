@@ -609,8 +609,8 @@ def _check_rsp_user(st: _State) -> Outcome:
         return _bad("SR-RSP-USER", ERROR, f"RSP={rsp:#x}: {where}: {w.problem}", fault, rsp=rsp)
     if not w.user:
         return _bad("SR-RSP-USER", ERROR,
-                    f"RSP={rsp:#x}: {where} is a supervisor page ({_why_not_user(w)}): "
-                    "a kernel stack", fault, rsp=rsp, pa=w.pa)
+                    f"RSP={rsp:#x}: {where} is a supervisor page ({_why_not_user(w)})",
+                    fault, rsp=rsp, pa=w.pa)
     if not w.writable:
         return _bad("SR-RSP-USER", WARNING,
                     f"RSP={rsp:#x}: {where} is read-only ({_why_not_writable(w)})",

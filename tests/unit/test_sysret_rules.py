@@ -35,6 +35,7 @@ from snapshots import (
     USER_RIP,
     USER_RSP,
     baseline,
+    captured,
     compat_caller,
     map_user_page,
 )
@@ -665,6 +666,55 @@ def test_saved_snapshot_replays_the_same_report():
     first = evaluate(snap)
     again = evaluate(Snapshot.from_json(json.loads(json.dumps(snap.to_json()))))
     assert again.results == first.results
+
+
+# --- states captured from the bundled kernel under QEMU -------------------------------------
+
+@pytest.mark.parametrize("scenario, expected", [
+    ("ok", {}),
+    ("gdt-order", {"SR-STAR-CS": ERROR, "SR-STAR-SS": ERROR}),
+    ("no-swapgs", {"SR-SWAPGS": ERROR}),
+    # sysretl back to 64-bit code: no 32-bit entry exists, and the pushes now use ESP,
+    # which lands in the kernel's identity map.
+    ("sysret32", {"SR-OPSIZE": ERROR, "SR-RSP-USER": ERROR}),
+])
+def test_captured_states(scenario, expected):
+    snap, opsize, label = captured(scenario)
+    assert label.startswith(("enter_user_sysret", "syscall_return_sysret"))
+    report = evaluate(snap, opsize=opsize)
+    assert_only(report, expected)
+
+
+def test_captured_gdt_order_names_the_real_selectors():
+    snap, opsize, _ = captured("gdt-order")
+    report = evaluate(snap, opsize=opsize)
+    # The bundled kernel's STAR[63:48] is 0x1b: sysretq loads CS 0x2b and SS 0x23.
+    assert "CS 0x2b" in message(report, "SR-STAR-CS") and "#GP(0x28)" in consequence(
+        report, "SR-STAR-CS")
+    assert "SS 0x23" in message(report, "SR-STAR-SS")
+
+
+def test_captured_ok_state_with_one_change():
+    # The real state, then one mistake at a time, evaluated on QEMU's own page tables.
+    snap, opsize, _ = captured("ok")
+    star = snap.msr(MSR_STAR)
+    snap.msrs[MSR_STAR] = star & ~(3 << 48)
+    assert_only(evaluate(snap, opsize=opsize), {"SR-STAR-RPL": ERROR})
+    snap.msrs[MSR_STAR] = star
+    snap.regs["r11"] = 0x3202
+    assert_only(evaluate(snap, opsize=opsize), {"SR-RFLAGS": ERROR})
+    snap.regs["r11"] = 0x202
+    lstar = snap.msr(MSR_LSTAR)
+    snap.regs["rcx"] = lstar                       # return into the kernel's entry code
+    assert_only(evaluate(snap, opsize=opsize), {"SR-RIP-MAPPED": ERROR})
+
+
+def test_captured_replay_reads_nothing_new():
+    # A page or MSR the capture did not read makes a rule skip; the real state needs none.
+    snap, opsize, _ = captured("sysret32")
+    report = evaluate(snap, opsize=opsize)
+    assert not [r for r in report.results if r.status == SKIPPED]
+    assert snap.msr(MSR_CSTAR) == 0 and snap.msr(MSR_SYSENTER_EIP) == 0
 
 
 # --- the wrmsr watch ----------------------------------------------------------------------
