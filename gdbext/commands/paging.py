@@ -1,0 +1,319 @@
+"""The `pagewalk` and `ptdump` commands (thin: parse, snapshot, decode, render).
+
+The walk and the dump themselves are gdbext.decode.paging; the reports and
+their text are gdbext.render_paging.  What lives here is only what needs the
+live target: which CR3 to use, and reading the page tables into the
+snapshot's page memo a level at a time, so that QEMU's stub is switched to
+physical mode once per level instead of once per table.
+"""
+from __future__ import annotations
+
+import struct
+import time
+
+import gdb
+
+from gdbext import target
+from gdbext.decode.paging import (
+    ACCESSES,
+    ADDRESS_MASK,
+    PTE_P,
+    PTE_PS,
+    PagingContext,
+    dump,
+    walk,
+)
+from gdbext.gdbcommands import GdbextCommand, parse_int
+from gdbext.render_paging import (
+    dump_report,
+    dump_text,
+    dump_view,
+    walk_report,
+    walk_text,
+)
+from gdbext.snapshot import PAGE, Snapshot
+
+_UNPACK = struct.Struct("<512Q").unpack
+MASK64 = (1 << 64) - 1
+
+# Linux's page-table isolation (KPTI) allocates the kernel's and the user's
+# top-level tables as one 8 KiB pair and switches between them by flipping
+# CR3 bit 12 (PTI_USER_PGTABLE_BIT in arch/x86/entry/calling.h).
+KPTI_USER_BIT = 1 << 12
+RFLAGS_AC = 1 << 18
+
+
+# ---------------------------------------------------------------------------
+# Which page tables
+# ---------------------------------------------------------------------------
+
+def paging_context(snap: Snapshot, cr3: int | None, kpti: bool, pkru: int | None,
+                   notes: list[str]) -> PagingContext:
+    """The snapshot's paging registers, with CR3 replaced or flipped as asked."""
+    value = snap.cr3 if cr3 is None else cr3 & MASK64
+    if kpti:
+        value ^= KPTI_USER_BIT
+        half = "user" if value & KPTI_USER_BIT else "kernel"
+        notes.append(f"KPTI: walking the {half} half of the pair, CR3 {value:#x} "
+                     f"(bit 12 flipped from {value ^ KPTI_USER_BIT:#x})")
+    base = PagingContext.from_snapshot(snap, pkru=pkru)
+    return PagingContext(cr3=value, cr0=base.cr0, cr4=base.cr4, efer=base.efer, pkru=base.pkru,
+                         maxphyaddr=base.maxphyaddr, pkrs=base.pkrs)
+
+
+def _check_kpti_root(snap: Snapshot, ctx: PagingContext, notes: list[str]) -> None:
+    """Say so when the flipped CR3 does not point at a top-level table.
+
+    Without KPTI the neighbouring 4 KiB page is anything at all.  A real
+    PML4/PML5 has present entries and none with PS (bit 7) set, which is
+    reserved at the top level (SDM Vol. 3A 4.5, Tables 4-14 and 4-15).
+    """
+    if not ctx.paging:
+        return
+    root = _UNPACK(snap.read_phys(ctx.root, PAGE))
+    present = [e for e in root if e & PTE_P]
+    bad = sum(1 for e in present if e & PTE_PS)
+    if not present or bad:
+        why = "has no present entry" if not present else f"has {bad} present entries with the reserved PS bit"
+        notes.append(f"KPTI: the page at {ctx.root:#x} {why}: it is not a top-level page table, "
+                     "so this kernel probably does not use page-table isolation")
+
+
+# ---------------------------------------------------------------------------
+# Reading the tables, a level at a time
+# ---------------------------------------------------------------------------
+
+def prefetch_tables(snap: Snapshot, ctx: PagingContext, lo: int = 0, hi: int = 1 << 64) -> int:
+    """Read every page table that maps [lo, hi) into `snap.pages`; return how
+    many were fetched from the target.
+
+    Breadth-first: all tables of one level are read with one PHYS.read_many
+    (one PhyMemMode switch) before the next level's addresses are known.  It
+    only follows table pointers (P=1, PS=0); the rights
+    and reserved bits are for the dumper to judge, which then finds every
+    table already in the memo.
+    """
+    if not (ctx.paging and ctx.long_mode):
+        return 0
+    names = ctx.level_names
+    fetched = 0
+    frontier: list[tuple[int, int]] = [(ctx.root, 0)]  # (table, VA it starts at)
+    for depth, name in enumerate(names):
+        wanted = sorted({t for t, _ in frontier if t // PAGE not in snap.pages})
+        if wanted:
+            for pa, data in zip(wanted, target.PHYS.read_many([(t, PAGE) for t in wanted])):
+                if len(data) == PAGE:
+                    snap.pages[pa // PAGE] = data
+                    fetched += 1
+        if name == "PT":
+            break
+        frontier = _next_tables(snap, frontier, depth, len(names), lo, hi)
+    return fetched
+
+
+def _next_tables(snap: Snapshot, frontier: list[tuple[int, int]], depth: int, nlevels: int,
+                 lo: int, hi: int) -> list[tuple[int, int]]:
+    # Index bits of this level start at 12 + 9 * (levels below it) (SDM Vol. 3A 4.5).
+    shift = 12 + 9 * (nlevels - 1 - depth)
+    span = 1 << shift
+    sign = ~((1 << (shift + 9)) - 1) & MASK64
+    seen = set()
+    out = []
+    for table, va_base in frontier:
+        page = snap.pages.get(table // PAGE)
+        if page is None:
+            continue  # short read: the dumper will report it
+        for i, e in enumerate(_UNPACK(page)):
+            if not e & PTE_P or e & PTE_PS:
+                # Not present; or a 1 GiB / 2 MiB page; or, in a PML5/PML4,
+                # a reserved bit the dumper refuses: no table below either way.
+                continue
+            va = va_base + (i << shift)
+            if depth == 0 and i >= 256:
+                va |= sign  # the upper half is sign-extended
+            if va + span <= lo or va >= hi:
+                continue
+            key = (e & ADDRESS_MASK, va)
+            if key not in seen:
+                seen.add(key)
+                out.append(key)
+    return out
+
+
+def _snapshot(fresh: bool) -> Snapshot:
+    if fresh:
+        target.invalidate()
+    return target.snapshot()
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+def _common_arguments(parser) -> None:
+    parser.add_argument("--cr3", type=parse_int, metavar="VALUE",
+                        help="walk these tables instead of the live CR3 (PCID bits are masked)")
+    parser.add_argument("--kpti", action="store_true",
+                        help="walk the other half of Linux's KPTI pair: CR3 bit 12 flipped")
+    parser.add_argument("--fresh", action="store_true",
+                        help="read registers and tables again, ignoring what this stop already read")
+
+
+class Pagewalk(GdbextCommand):
+    """Walk the page tables for one linear address, as the CPU would.
+
+Usage: pagewalk VA [--access read|write|exec] [--user|--supervisor]
+                   [--cr3 VALUE] [--kpti] [--pkru VALUE] [--fresh] [--json]
+
+VA is a number or a gdb expression ($rsp, &symbol; quote it if it has spaces).
+Shows every level the CPU reads (PML5 when CR4.LA57=1, PML4, PDPT, PD, PT):
+the table's physical address, the index, the raw entry and its bits by name
+(P RW US PWT PCD A D PS G PAT NX, PK=key, AVL=ignored bits), stopping at a
+1 GiB or 2 MiB page, at a not-present entry or at reserved bits, and says
+which.  Then the physical address, the page size and the effective rights:
+U/S and R/W ANDed over all levels (with CR0.WP), NX ORed (with EFER.NXE),
+SMEP/SMAP from CR4 (EFLAGS.AC from the live RFLAGS), protection keys with
+PKRU.  QEMU's stub does not expose PKRU: keys are "PKRU unknown" unless
+--pkru VALUE is given.
+
+Without --access, every access (read, write, exec) is checked for both
+user mode (CPL 3) and supervisor mode; --access picks one, --user or
+--supervisor one mode.  Each check says whether it faults, the #PF error
+code the CPU would push, and why.  A non-canonical VA is said in one line.
+
+--cr3 VALUE walks other tables (PCID/PWT/PCD bits in 11:0 are masked).
+--kpti walks the other half of Linux's page-table-isolation pair: CR3 with
+bit 12 flipped, i.e. the user tables when stopped in the kernel and the
+kernel tables when stopped in user mode (or on the entry trampoline).
+
+JSON: {"va", "pa" (null if unmapped), "page_size", "user", "writable",
+"executable", "global", "pkey", "problem", "levels": [{"name", "table",
+"index", "entry", "flags", "present", "reserved", "leaf", "problem", ...}],
+"access": {"user"|"supervisor": {"read"|"write"|"exec": {"faults",
+"error_code", "error_bits", "reason"}}}, "context": {...}, "notes"}."""
+
+    NAME = "pagewalk"
+    COMMAND_CLASS = gdb.COMMAND_DATA
+
+    def arguments(self, parser):
+        parser.add_argument("va", type=parse_int, help="linear address or gdb expression")
+        parser.add_argument("--access", choices=ACCESSES, help="check this access only")
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--user", action="store_true", help="check user-mode (CPL 3) accesses only")
+        mode.add_argument("--supervisor", action="store_true", help="check supervisor-mode accesses only")
+        parser.add_argument("--pkru", type=parse_int, metavar="VALUE",
+                            help="PKRU to check protection keys against (QEMU does not expose it)")
+        _common_arguments(parser)
+
+    def run(self, args):
+        snap = _snapshot(args.fresh)
+        notes: list[str] = []
+        ctx = paging_context(snap, args.cr3, args.kpti, args.pkru, notes)
+        if args.kpti:
+            _check_kpti_root(snap, ctx, notes)
+        w = walk(snap.read_phys, ctx, args.va)
+        modes = ("user",) if args.user else ("supervisor",) if args.supervisor else ("user", "supervisor")
+        accesses = (args.access,) if args.access else ACCESSES
+        r = walk_report(w, ctx, modes=modes, accesses=accesses,
+                        rflags_ac=bool(snap.rflags & RFLAGS_AC), notes=notes)
+        r["cpl"] = snap.cpl
+        r["phys_source"] = target.PHYS.source
+        return r, walk_text(r)
+
+
+class Ptdump(GdbextCommand):
+    """List every mapping of the page tables, merged into ranges.
+
+Usage: ptdump [--user|--kernel] [--wx] [--range START END] [--phys PA]
+              [--limit N] [--cr3 VALUE] [--kpti] [--fresh] [--json]
+
+Pages are merged while the linear and the physical addresses both stay
+contiguous and the page size and effective rights stay equal.  Each range:
+VA start and end, size, PA start, page size, U/S (U: user-accessible at every
+level), R/W (RW: writable at every level), X (NX set at no level, with
+EFER.NXE), G (global leaf), and the protection key when CR4.PKE/PKS is on.
+Rights are the effective ones over all levels, not the leaf's own bits.
+
+--user / --kernel   only user-accessible / only supervisor-only ranges
+--wx                only writable-and-executable ranges, user ones first
+--range START END   only pages overlapping [START, END); START < END
+--phys PA           every linear address that maps physical address PA
+--limit N           show at most N ranges
+--cr3 VALUE         dump other tables (PCID bits masked)
+--kpti              the other half of Linux's KPTI pair: CR3 bit 12 flipped
+                    (the user tables when stopped in the kernel, the
+                    kernel tables when stopped in user mode)
+--fresh             read registers and tables again, ignoring this stop's cache
+
+Tables are read whole (4 KiB), once per stop, a level at a time; entries
+with reserved bits are not mappings and are listed as warnings.
+JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
+"pages", "user", "writable", "executable", "global", "pkey"}], "cr3", "root",
+"levels": 4|5, "total", "shown", "tables_read", "fetched", "seconds",
+"problems": [{"va", "problem"}], "phys": {"pa", "vas"} (with --phys), "notes"}."""
+
+    NAME = "ptdump"
+    COMMAND_CLASS = gdb.COMMAND_DATA
+
+    def arguments(self, parser):
+        who = parser.add_mutually_exclusive_group()
+        who.add_argument("--user", action="store_true", help="only user-accessible ranges")
+        who.add_argument("--kernel", action="store_true", help="only supervisor-only ranges")
+        parser.add_argument("--wx", action="store_true", help="only writable and executable ranges")
+        parser.add_argument("--range", nargs=2, type=parse_int, metavar=("START", "END"),
+                            help="only pages overlapping [START, END)")
+        parser.add_argument("--phys", type=parse_int, metavar="PA",
+                            help="every linear address that maps this physical address")
+        parser.add_argument("--limit", type=int, metavar="N", help="show at most N ranges")
+        _common_arguments(parser)
+
+    def run(self, args):
+        start = time.perf_counter()
+        lo, hi = 0, 1 << 64
+        if args.range:
+            lo, hi = args.range
+            if not 0 <= lo < hi <= 1 << 64:
+                raise gdb.GdbError(f"ptdump: --range START END needs 0 <= START < END <= 2**64, "
+                                   f"got {lo:#x} {hi:#x}")
+        if args.limit is not None and args.limit < 0:
+            raise gdb.GdbError(f"ptdump: --limit must be 0 or more, got {args.limit}")
+        snap = _snapshot(args.fresh)
+        notes: list[str] = []
+        ctx = paging_context(snap, args.cr3, args.kpti, None, notes)
+        before = len(snap.pages)
+        prefetch_tables(snap, ctx, lo, hi)
+        if args.kpti:
+            _check_kpti_root(snap, ctx, notes)
+        tables = set()
+
+        def read_table(pa: int, size: int) -> bytes:
+            tables.add(pa)
+            return snap.read_phys(pa, size)
+
+        problems: list = []
+        ranges = dump(read_table, ctx, va_start=lo, va_end=hi, problems=problems)
+        view = dump_view(ranges, ctx, only="user" if args.user else "kernel" if args.kernel else None,
+                         wx=args.wx, phys=args.phys, limit=args.limit, va_range=args.range,
+                         tables_read=len(tables), fetched=len(snap.pages) - before,
+                         seconds=round(time.perf_counter() - start, 6), problems=problems,
+                         notes=notes)
+        if not args.json:
+            # Only one of the two is printed, and turning ~66,000 ranges of
+            # a Linux dump into dicts costs a fifth of a second.
+            return {}, dump_text(view)
+        r = dump_report(view)
+        r["cpl"] = snap.cpl
+        r["phys_source"] = target.PHYS.source
+        return r, ""
+
+
+_registered = [False]
+
+
+def register() -> None:
+    """Create the commands (gdbext.gdbcommands.register calls this once)."""
+    if _registered[0]:
+        return
+    _registered[0] = True
+    Pagewalk()
+    Ptdump()
