@@ -227,9 +227,19 @@ class _State:
         return self.snap.regs[name]
 
     def msr(self, number: int) -> int:
+        """The MSR's value; SnapshotError whatever way the snapshot's reader failed.
+
+        A live reader injects rdmsr and can refuse for its own reasons (a halted
+        vCPU, compatibility mode): for the rules that is just an MSR not known.
+        """
         if number in self.overrides:
             return self.overrides[number]
-        return self.snap.msr(number)
+        try:
+            return self.snap.msr(number)
+        except SnapshotError:
+            raise
+        except Exception as exc:  # the reader belongs to the target layer: any failure
+            raise SnapshotError(f"MSR {number:#x} could not be read: {_one_line(exc)}") from exc
 
     def msr_or_none(self, number: int) -> int | None:
         try:
@@ -384,7 +394,9 @@ def _check_opsize(st: _State) -> Outcome:
     if st.opsize == 64:
         return _ok("SR-OPSIZE", "sysretq: returns to 64-bit mode at RCX", opsize=64)
     ecx = rcx & 0xFFFFFFFF
-    compat = f"returns to compatibility mode (CS={st.star.sysret_cs32:#x}) at {ecx:#x}"
+    star = st.msr_or_none(MSR_STAR)
+    cs = f"{decode_star(star).sysret_cs32:#x}" if star is not None else "STAR[63:48]|3"
+    compat = f"returns to compatibility mode (CS={cs}) at {ecx:#x}"
     if rcx > 0xFFFFFFFF:
         return _bad("SR-OPSIZE", ERROR,
                     f"sysretl: RIP = ECX = {ecx:#x} drops the upper half of RCX={rcx:#x}",

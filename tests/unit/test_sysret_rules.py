@@ -642,6 +642,31 @@ def test_unreadable_msr_skips_only_its_rules():
     assert "MSR 0xc0000081 was not captured" in message(report, "SR-STAR-RPL")
 
 
+def test_msr_reader_refusing_is_a_skip_not_a_crash():
+    # A live target refuses rdmsr with its own error type (e.g. on a halted vCPU).
+    class Refused(Exception):
+        pass
+
+    def refuse(number: int) -> int:
+        raise Refused("vCPU 0 is halted in HLT")
+
+    m = compat_caller(baseline())
+    snap = m.snapshot()
+    snap.msr_reader = refuse
+    report = evaluate(snap, opsize=32)
+    skipped = ("SR-STAR-CS", "SR-STAR-SS", "SR-STAR-RPL", "SR-STAR-LIMIT", "SR-LSTAR",
+               "SR-SFMASK", "SR-STAR-SYSCALL")
+    # SR-OPSIZE still answers: without CSTAR it cannot call it an error, only a warning.
+    assert_only(report, {"SR-OPSIZE": WARNING}, skipped=skipped)
+    assert "halted in HLT" in message(report, "SR-LSTAR")
+    assert all("internal error" not in r.message for r in report.results)
+    # The wrmsr watch: the written value is known, the other MSRs are not.
+    star = check_msr_write(snap, MSR_STAR, STAR)
+    assert statuses(star) == {rule: PASS for rule in (
+        "SR-STAR-RPL", "SR-STAR-LIMIT", "SR-STAR-CS", "SR-STAR-SS", "SR-STAR-SYSCALL")}
+    assert [r.status for r in check_msr_write(snap, MSR_EFER, 0xD00)] == [SKIPPED]
+
+
 def test_missing_register_skips_its_rule():
     m = baseline()
     del m.regs["r11"]
