@@ -46,7 +46,15 @@ from gdbext.decode.bits import (
     rflags_names,
 )
 from gdbext.decode.descriptors import Descriptor, descriptor_at
-from gdbext.decode.paging import PagingContext, Walk, check_access
+from gdbext.decode.paging import (
+    PTE_RW,
+    PTE_US,
+    PTE_XD,
+    Level,
+    PagingContext,
+    Walk,
+    check_access,
+)
 from gdbext.decode.tss import TSS64_SIZE, decode_tss64
 from gdbext.snapshot import (
     MSR_CSTAR,
@@ -303,30 +311,26 @@ def _kernel_half(va: int, bits: int) -> bool:
     return bool((va & MASK64) >> (bits - 1))
 
 
-def _first_level(w: Walk, has: Callable[[int], bool]):
+def _first_level(w: Walk, has: Callable[[int], bool]) -> Level | None:
     return next((lv for lv in w.levels if has(lv.entry)), None)
 
 
-def _entry_text(level) -> str:
+def _entry_text(level: Level | None) -> str:
     return f"{level.name} entry {level.entry:#x}" if level is not None else "an entry"
 
 
-# Bits of a paging-structure entry (SDM Vol. 3A 4.5, tables 4-15..4-20).
-_PTE_RW = 1 << 1
-_PTE_US = 1 << 2
-_PTE_XD = 1 << 63
-
-
+# Effective rights AND U/S and R/W over every level and OR XD (SDM Vol. 3A 4.6.1):
+# the first level that takes a right away is the one to name.
 def _why_not_user(w: Walk) -> str:
-    return f"U/S clear in {_entry_text(_first_level(w, lambda e: not e & _PTE_US))}"
+    return f"U/S clear in {_entry_text(_first_level(w, lambda e: not e & PTE_US))}"
 
 
 def _why_not_writable(w: Walk) -> str:
-    return f"R/W clear in {_entry_text(_first_level(w, lambda e: not e & _PTE_RW))}"
+    return f"R/W clear in {_entry_text(_first_level(w, lambda e: not e & PTE_RW))}"
 
 
 def _why_not_executable(w: Walk) -> str:
-    return f"NX set in {_entry_text(_first_level(w, lambda e: e & _PTE_XD))}"
+    return f"NX set in {_entry_text(_first_level(w, lambda e: e & PTE_XD))}"
 
 
 def _pf(st: _State, w: Walk, access: str, user: bool) -> str:
@@ -406,9 +410,12 @@ def _check_opsize(st: _State) -> Outcome:
     if cstar == 0:
         sysenter = st.msr_or_none(MSR_SYSENTER_EIP)
         if not sysenter:
+            # Intel CPUs have no SYSCALL in compatibility mode; their 32-bit callers come
+            # through SYSENTER (and Linux returns those with sysretl too).
+            how = "SYSENTER_EIP=0" if sysenter == 0 else "SYSENTER_EIP not read"
             return _bad("SR-OPSIZE", ERROR,
-                        "sysretl with CSTAR=0 and no SYSENTER entry: the kernel has no 32-bit "
-                        "system-call entry, so no compatibility-mode caller is returning here",
+                        f"sysretl with CSTAR=0 and {how}: the kernel has no 32-bit system-call "
+                        "entry, so no compatibility-mode caller is returning here",
                         f"Intel, AMD, QEMU: {compat}: 64-bit user code decoded as 32-bit code",
                         rcx=rcx, cstar=0, opsize=32)
         return _bad("SR-OPSIZE", WARNING,
@@ -428,7 +435,8 @@ def _sysret_cs(st: _State) -> tuple[int, str]:
     return star.sysret_cs32, "STAR[63:48]"
 
 
-def _lookup(st: _State, rule: str, what: str, selector: int):
+def _lookup(st: _State, rule: str, what: str,
+            selector: int) -> tuple[Descriptor | None, Result | None]:
     """(descriptor, None) or (None, a skipped Result) for a selector SYSRET loads."""
     if selector & 4:
         return None, _skip(rule, f"{what} {selector:#x} names the LDT (see SR-STAR-LIMIT)")
@@ -448,48 +456,48 @@ def _describe(desc: Descriptor) -> str:
 # IRET pseudo-code: type and privilege checks raise #GP(selector), then "not present"
 # raises #NP(selector) for CS and #SS(selector) for SS; a code segment of the wrong
 # size loads fine and runs the code in the wrong mode).
-GP, ABSENT, MODE = "gp", "absent", "mode"
-Problem = tuple[str, str]
+_GP, _ABSENT, _MODE = "gp", "absent", "mode"
+_Problem = tuple[str, str]
 
 
-def _code_problems(desc: Descriptor, dpl: int, want_long: bool) -> list[Problem]:
+def _code_problems(desc: Descriptor, dpl: int, want_long: bool) -> list[_Problem]:
     out = []
     if not desc.is_code:
-        out.append((GP, f"is {desc.kind}, not code"))
+        out.append((_GP, f"is {desc.kind}, not code"))
     if desc.dpl != dpl:
-        out.append((GP, f"has DPL {desc.dpl}, not {dpl}"))
+        out.append((_GP, f"has DPL {desc.dpl}, not {dpl}"))
     if not desc.present:
-        out.append((ABSENT, "is not present"))
+        out.append((_ABSENT, "is not present"))
     if desc.is_code and desc.long and desc.db:
-        out.append((GP, "has L=1 and D=1 (reserved)"))
+        out.append((_GP, "has L=1 and D=1 (reserved)"))
     elif desc.is_code and want_long and not desc.long:
-        out.append((MODE, "is not 64-bit code (needs L=1 D=0)"))
+        out.append((_MODE, "is not 64-bit code (needs L=1 D=0)"))
     elif desc.is_code and not want_long and (desc.long or not desc.db):
-        out.append((MODE, "is not 32-bit code (needs L=0 D=1)"))
+        out.append((_MODE, "is not 32-bit code (needs L=0 D=1)"))
     return out
 
 
-def _data_problems(desc: Descriptor, dpl: int) -> list[Problem]:
+def _data_problems(desc: Descriptor, dpl: int) -> list[_Problem]:
     out = []
     if not desc.writable:
-        out.append((GP, f"is {desc.type_words}, not writable data"))
+        out.append((_GP, f"is {desc.type_words}, not writable data"))
     if desc.dpl != dpl:
-        out.append((GP, f"has DPL {desc.dpl}, not {dpl}"))
+        out.append((_GP, f"has DPL {desc.dpl}, not {dpl}"))
     if not desc.present:
-        out.append((ABSENT, "is not present"))
+        out.append((_ABSENT, "is not present"))
     return out
 
 
-def _texts(problems: list[Problem]) -> str:
+def _texts(problems: list[_Problem]) -> str:
     return ", ".join(text for _, text in problems)
 
 
-def _reload_fault(problems: list[Problem], selector: int, absent: str) -> str:
+def _reload_fault(problems: list[_Problem], selector: int, absent: str) -> str:
     """What a reload of this selector from the GDT does."""
     kinds = {kind for kind, _ in problems}
-    if GP in kinds:
+    if _GP in kinds:
         return f"#GP({_error_code(selector):#x})"
-    if ABSENT in kinds:
+    if _ABSENT in kinds:
         return f"{absent}({_error_code(selector):#x})"
     return "no fault, but the user code then runs in the wrong mode"
 
@@ -779,7 +787,9 @@ def _check_tss_rsp0(st: _State) -> Outcome:
         return _bad("SR-TSS-RSP0", ERROR, f"{head} is in the user half",
                     "Intel, AMD, QEMU: interrupts from ring 3 push kernel frames where user code "
                     "can reach them", **values)
-    w = st.walk(rsp0 - 8)
+    # 64-bit mode aligns the new stack to 16 bytes before the first push (SDM Vol. 3A
+    # 6.14.2 "64-Bit Mode Stack Frame").
+    w = st.walk((rsp0 & ~0xF) - 8)
     if w.pa is None:
         return _bad("SR-TSS-RSP0", ERROR, f"{head}: page at RSP0-8 is not mapped: {w.problem}",
                     late, **values)
