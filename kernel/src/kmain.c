@@ -3,6 +3,7 @@
  * The loader has left us on its bootstrap page tables with interrupts off.
  */
 #include "boot.h"
+#include "cpu.h"
 #include "gdt.h"
 #include "idt.h"
 #include "interrupts.h"
@@ -20,6 +21,7 @@ void kmain(const struct boot_info *from_loader)
 {
 	log_init();
 	scenario_init();            /* first line: "scenario: NAME" */
+	log_cpu_identity();
 	boot_info_take(from_loader);
 	setup_gdt();
 	setup_tss();

@@ -186,6 +186,6 @@ void setup_paging(void)
 	/* CR0.WP: read-only pages bind the kernel too (SDM Vol. 3A, 4.6.1). */
 	write_cr0(read_cr0() | CR0_WP);
 	write_cr3(pml4_pa);
-	klog("paging on: cr3=%#lx page-table pages=%lu cr0=%#lx cr4=%#lx efer=%#lx", read_cr3(), page_alloc_used(),
+	klog("paging on: cr3=%#lx pool-pages-used=%lu cr0=%#lx cr4=%#lx efer=%#lx", read_cr3(), page_alloc_used(),
 	     read_cr0(), read_cr4(), rdmsr(MSR_EFER));
 }

@@ -93,7 +93,7 @@ static const char *report_anomaly(void)
 
 static void __attribute__((noreturn)) sys_exit(uint64_t code)
 {
-	klog("user exit: code=%lu after %lu system calls, counter=%lu", code, calls, counter);
+	klog("user program exited with code=%lu after %lu system calls, counter=%lu", code, calls, counter);
 	if (code != 0) {
 		klog("exit: fault (the user program failed with code %lu)", code);
 		qemu_exit(EXIT_CODE_FAULT);
