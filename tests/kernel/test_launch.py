@@ -1,0 +1,186 @@
+"""The launcher: its QEMU command line and its setup errors without QEMU,
+then the gdb stub, -S and shared guest RAM with a real QEMU."""
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from gdbext import launch
+
+
+def argv_for(**options) -> list:
+    opts = launch.QemuOptions(**options)
+    opts.validate()
+    return launch.qemu_argv(
+        opts, qemu="qemu-system-x86_64", serial_path=Path("/s.log"),
+        gdb_port=1234 if opts.wants_gdb else None,
+        firmware=Path("/fw.fd"), esp_image=Path("/esp.img"),
+        ram_path=Path("/dev/shm/ram") if opts.ram_file else None,
+    )
+
+
+def option(argv: list, flag: str) -> list:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_argv_boots_the_read_only_esp_under_ovmf_with_the_scenario():
+    argv = argv_for(scenario="gdt-order")
+    assert option(argv, "-bios") == ["/fw.fd"]
+    assert option(argv, "-drive") == ["if=none,id=esp,format=raw,file=/esp.img,readonly=on"]
+    assert option(argv, "-fw_cfg") == ["name=opt/org.gdbext/scenario,string=gdt-order"]
+    assert option(argv, "-device") == ["virtio-blk-pci,drive=esp", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+    assert option(argv, "-serial") == ["file:/s.log"]
+    assert option(argv, "-monitor") == ["none"] and option(argv, "-nic") == ["none"]
+    assert "-no-reboot" in argv and "-S" not in argv and "-gdb" not in argv
+
+
+def test_argv_gdb_stub_is_tcp_on_localhost_and_wait_adds_minus_s():
+    argv = argv_for(gdb_port=0, wait=True)
+    assert option(argv, "-gdb") == ["tcp:127.0.0.1:1234"]
+    assert argv[-1] == "-S"
+    # wait alone still asks for a stub: a stopped CPU nobody can continue is useless
+    assert option(argv_for(wait=True), "-gdb") == ["tcp:127.0.0.1:1234"]
+
+
+def test_argv_ram_file_backs_the_machine_memory():
+    argv = argv_for(ram_file=True, memory_mib=128, smp=2)
+    assert option(argv, "-machine") == ["q35,memory-backend=ram"]
+    assert option(argv, "-object") == ["memory-backend-file,id=ram,size=128M,mem-path=/dev/shm/ram,share=on"]
+    assert option(argv, "-m") == ["128"] and option(argv, "-smp") == ["2"]
+
+
+def test_argv_direct_linux_boot_has_no_firmware_and_extra_args_come_last():
+    opts = launch.QemuOptions(kernel=Path("/bzImage"), initrd=Path("/initrd"), append="console=ttyS0",
+                              extra_args=["-d", "int"])
+    opts.validate()
+    argv = launch.qemu_argv(opts, qemu="q", serial_path=Path("/s"), gdb_port=None)
+    assert option(argv, "-kernel") == ["/bzImage"] and option(argv, "-initrd") == ["/initrd"]
+    assert option(argv, "-append") == ["console=ttyS0"]
+    assert "-bios" not in argv and "-fw_cfg" not in argv
+    assert argv[-2:] == ["-d", "int"]
+
+
+def test_unknown_scenario_is_a_launch_error_listing_the_valid_ones():
+    with pytest.raises(launch.LaunchError) as err:
+        launch.Qemu(launch.QemuOptions(scenario="gdt-orderr"))
+    message = str(err.value)
+    assert "gdt-orderr" in message and "\n" not in message
+    assert all(name in message for name in launch.SCENARIOS)
+
+
+def test_missing_ovmf_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("GDBEXT_OVMF", str(tmp_path / "none.fd"))
+    with pytest.raises(launch.LaunchError, match="Debian package ovmf$"):
+        launch.ovmf_path()
+
+
+@pytest.mark.parametrize("tool,package", [("gcc", "gcc"), ("mcopy", "mtools"), ("objcopy", "binutils")])
+def test_missing_build_tool_names_the_package(monkeypatch, tool, package):
+    real_which = shutil.which
+    monkeypatch.setattr(launch.shutil, "which", lambda name: None if name == tool else real_which(name))
+    with pytest.raises(launch.LaunchError, match=f"Debian package {package}$"):
+        launch.build_kernel()
+
+
+def test_missing_gnu_efi_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(launch, "GNU_EFI_FILES", (tmp_path / "efi.h",))
+    with pytest.raises(launch.LaunchError, match="Debian package gnu-efi$"):
+        launch.build_kernel()
+
+
+def test_missing_qemu_names_the_package(monkeypatch):
+    monkeypatch.setattr(launch, "QEMU_BINARY", "qemu-system-x86_64-that-is-not-there")
+    with pytest.raises(launch.LaunchError, match="Debian package qemu-system-x86$"):
+        launch.qemu_binary()
+
+
+def test_describe_status_says_a_reset_is_not_success():
+    assert launch.describe_status(0) == "guest reset, e.g. a triple fault"
+    assert launch.describe_status(launch.EXIT_SUCCESS) == "guest reported success"
+    assert launch.describe_status(-9) == "killed by a signal"
+
+
+def test_build_kernel_returns_the_outputs_and_is_a_no_op_when_fresh(kernel_paths):
+    before = kernel_paths.esp_image.stat().st_mtime_ns
+    again = launch.build_kernel()
+    assert again == kernel_paths
+    assert again.esp_image.stat().st_mtime_ns == before
+    assert kernel_paths.efi.read_bytes()[:2] == b"MZ"  # a PE image
+    assert kernel_paths.elf.read_bytes()[:4] == b"\x7fELF"
+
+
+def rsp_packet(body: bytes) -> bytes:
+    return b"$" + body + b"#" + b"%02x" % (sum(body) % 256)
+
+
+@pytest.mark.qemu
+def test_wait_holds_the_cpu_until_the_gdb_stub_says_continue(qemu_factory):
+    qemu = qemu_factory(scenario="ok", wait=True)
+    assert qemu.gdb_port is not None and f"tcp:127.0.0.1:{qemu.gdb_port}" in qemu.argv
+    time.sleep(1.0)
+    assert qemu.serial_text() == ""  # -S: not even the firmware has run
+    with socket.create_connection(("127.0.0.1", qemu.gdb_port), timeout=10) as stub:
+        stub.sendall(rsp_packet(b"c"))  # the remote protocol's "continue"
+        assert stub.recv(1) == b"+"
+        qemu.wait_serial(r"^\[kernel\] exit: ok$", 90)
+    assert qemu.wait(10) == launch.EXIT_SUCCESS
+
+
+@pytest.mark.qemu
+def test_a_taken_gdb_port_is_replaced_by_a_free_one(qemu_factory):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        qemu = qemu_factory(scenario="spin", gdb_port=taken)
+        assert qemu.gdb_port not in (None, taken) and qemu.running
+        assert f"tcp:127.0.0.1:{qemu.gdb_port}" in qemu.argv
+
+
+@pytest.mark.qemu
+def test_ram_file_shares_guest_memory_and_is_removed_on_stop(qemu_factory):
+    qemu = qemu_factory(scenario="ok", ram_file=True, memory_mib=256)
+    qemu.wait_serial(r"^\[kernel\] exit: ok$", 90)
+    ram = qemu.ram_path
+    assert ram is not None and ram.stat().st_size == 256 << 20
+    # The loader logged where it put the user program's read-only data: the
+    # guest-physical address is the offset in the file (q35 low RAM).
+    paddr = int(re.search(r"segment: vaddr=0x401000 paddr=(0x[0-9a-f]+)", qemu.serial_text()).group(1), 16)
+    with open(ram, "rb") as f:
+        f.seek(paddr)
+        assert b"hello from ring 3" in f.read(4096)
+    qemu.stop()
+    assert not ram.exists()
+
+
+@pytest.mark.qemu
+def test_wait_serial_raises_qemu_exited_when_the_pattern_never_comes(qemu_factory):
+    qemu = qemu_factory(scenario="sce-off")
+    with pytest.raises(launch.QemuExited) as err:
+        qemu.wait_serial(r"^\[user\] hello from ring 3$", 90)
+    assert err.value.status == launch.EXIT_FAULT
+    assert "exit: fault" in err.value.serial_tail
+
+
+@pytest.mark.qemu
+def test_stop_is_idempotent_and_keeps_the_transcript(qemu_factory):
+    qemu = qemu_factory(scenario="spin")
+    qemu.wait_serial(r"^\[kernel\] scenario: spin$", 90)
+    pid = qemu.pid
+    qemu.stop()
+    qemu.stop()
+    assert not Path(f"/proc/{pid}").exists()
+    assert "[kernel] scenario: spin" in qemu.serial_text()
+
+
+@pytest.mark.qemu
+def test_wait_times_out_on_a_guest_that_never_exits(qemu_factory):
+    qemu = qemu_factory(scenario="spin")
+    with pytest.raises(TimeoutError):
+        qemu.wait(0.5)
+    assert qemu.running

@@ -1,0 +1,82 @@
+"""scripts/run-kernel as a user runs it: exit statuses, the scenario list,
+--timeout, and cleanup when it is signalled."""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gdbext import launch
+
+RUN_KERNEL = launch.ROOT / "scripts" / "run-kernel"
+
+
+def run_kernel(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUN_KERNEL), *args], check=False, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_list_prints_the_scenarios_in_order():
+    result = run_kernel("--list")
+    assert result.returncode == 0
+    assert tuple(result.stdout.split()) == launch.SCENARIOS
+
+
+def test_unknown_scenario_exits_2_listing_the_valid_ones():
+    result = run_kernel("--scenario", "no-such-mistake")
+    assert result.returncode == 2
+    assert "unknown scenario 'no-such-mistake'" in result.stderr
+    assert all(name in result.stderr for name in launch.SCENARIOS)
+
+
+@pytest.mark.qemu
+def test_ok_exits_0_and_streams_the_log_without_terminal_escapes(kernel_paths):
+    result = run_kernel("--scenario", "ok")
+    assert result.returncode == 0, result.stderr
+    assert "[user] hello from ring 3" in result.stdout
+    assert "[kernel] exit: ok" in result.stdout
+    assert "\x1b" not in result.stdout
+
+
+@pytest.mark.qemu
+def test_a_guest_fault_exits_1(kernel_paths, tmp_path):
+    serial = tmp_path / "com1.log"
+    result = run_kernel("--scenario", "sce-off", "--serial", str(serial))
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""  # the log went to the file
+    assert "FAULT vector=6 (#UD)" in serial.read_text()
+
+
+@pytest.mark.qemu
+def test_timeout_on_spin_exits_124_and_stops_qemu(kernel_paths):
+    result = run_kernel("--scenario", "spin", "--gdb", "--timeout", "8")
+    assert result.returncode == 124, result.stderr
+    pid = int(re.search(r"QEMU pid (\d+)", result.stderr).group(1))
+    assert not Path(f"/proc/{pid}").exists()
+    assert re.search(r"attach: gdb \S*kernel\.elf -ex 'target remote 127\.0\.0\.1:\d+'", result.stderr)
+    assert "source " in result.stderr and "init.py" in result.stderr
+
+
+@pytest.mark.qemu
+def test_sigterm_stops_qemu_and_exits_130(kernel_paths):
+    proc = subprocess.Popen([sys.executable, str(RUN_KERNEL), "--scenario", "spin", "--gdb"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 60
+        while "QEMU pid" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+        pid = int(re.search(r"QEMU pid (\d+)", line).group(1))
+        assert Path(f"/proc/{pid}").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 130
+        assert not Path(f"/proc/{pid}").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,181 @@
+"""Boot every scenario of the bundled kernel under QEMU + OVMF and check
+that it ends the way kernel/README.md says, from the serial transcript, the
+exit status and the kernel's symbols (kernel.elf is linked where it runs)."""
+from __future__ import annotations
+
+import time
+
+import kernel_log
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from gdbext import launch
+
+pytestmark = pytest.mark.qemu
+
+BOOT_TIMEOUT = 90.0  # OVMF alone takes ~3 s; two parallel TCG guests share 2 cores
+USER_SPACE_END = 1 << 47
+USER_CS, USER_DS, USER32_CS, KERNEL_CS = 0x2B, 0x23, 0x1B, 0x08
+GETCOUNTER_CALLS = 10
+
+
+@pytest.fixture(scope="module")
+def symbols(kernel_paths: launch.KernelPaths) -> dict[str, int]:
+    with open(kernel_paths.elf, "rb") as f:
+        table = ELFFile(f).get_section_by_name(".symtab")
+        return {s.name: s["st_value"] for s in table.iter_symbols() if s.name}
+
+
+def boot(qemu_factory, scenario: str, record_property) -> tuple[launch.Qemu, str, int]:
+    """Run a scenario to its end; returns (qemu, transcript, QEMU's exit status) and records the times."""
+    start = time.monotonic()
+    qemu = qemu_factory(scenario=scenario)
+    qemu.wait_serial(r"^\[kernel\] scenario: ", BOOT_TIMEOUT)
+    kernel_at = time.monotonic() - start
+    qemu.wait_serial(r"^\[(kernel|loader)\] exit: ", BOOT_TIMEOUT)
+    status = qemu.wait(10)
+    total = time.monotonic() - start
+    print(f"{scenario}: kernel's first line after {kernel_at:.2f} s, QEMU exited after {total:.2f} s")
+    record_property("seconds_to_kernel", round(kernel_at, 2))
+    record_property("seconds_to_exit", round(total, 2))
+    return qemu, qemu.serial_text(), status
+
+
+def test_ok_reaches_ring3_makes_its_system_calls_and_exits_33(qemu_factory, symbols, record_property):
+    _, log, status = boot(qemu_factory, "ok", record_property)
+
+    assert status == launch.EXIT_SUCCESS, log
+    assert "[kernel] scenario: ok\n" in log
+    assert "[kernel] cpu: vendor=" in log
+    assert f"[kernel] entering ring 3: rip={symbols['user_start']:#x} rsp=0x7ffffff00000 rflags=0x202 mode=0" in log
+    assert "[user] hello from ring 3\n" in log
+    calls = kernel_log.syscalls(log)
+    names = [(c["name"], c["via"]) for c in calls]
+    assert names == (
+        [("write", "syscall")]
+        + [("getcounter", "syscall")] * GETCOUNTER_CALLS
+        + [("getcounter", "int80"), ("report", "syscall"), ("exit", "syscall")]
+    )
+    assert [int(c["n"]) for c in calls] == list(range(1, len(calls) + 1))
+    # The report comes after the int $0x80 call: the iretq took ring 3 back correctly.
+    report = kernel_log.report(log)
+    assert report == {"cs": USER_CS, "ss": USER_DS, "rflags": report["rflags"], "iopl": 0, "if": 1}
+    assert "[kernel] user program exited with code=0 after 14 system calls, counter=11" in log
+    assert kernel_log.exit_line(log)["how"] == "ok"
+    assert kernel_log.fault(log) is None
+
+
+def test_ok_logs_the_tables_a_debugger_compares_with(qemu_factory, symbols, record_property):
+    _, log, status = boot(qemu_factory, "ok", record_property)
+    assert status == launch.EXIT_SUCCESS
+    # The kernel's tables are at their symbols' addresses, GDT limit 0x3f, IDT with 256 gates.
+    assert "[kernel] gdt loaded: base=0xffffffff8" in log and " limit=0x3f " in log
+    assert "[kernel] idt loaded: base=0xffffffff8" in log and " limit=0xfff " in log
+    assert "[kernel] tss loaded: selector=0x30 " in log and " limit=0x67 " in log and "iomap_base=0x68" in log
+    assert f"lstar={symbols['syscall_entry']:#x}" in log
+    assert "star=0x1b000800000000 " in log
+    assert "sfmask=0x44700" in log
+    assert "[kernel] map user segment: va=0x400000 " in log and " r-x user" in log
+    assert "[kernel] map identity: pa=0x200000..0x100000000" in log
+
+
+def test_spin_keeps_making_system_calls_until_stopped(qemu_factory, record_property):
+    start = time.monotonic()
+    qemu = qemu_factory(scenario="spin")
+    first = int(qemu.wait_serial(r"^\[user\] spin: counter=(\d+)$", BOOT_TIMEOUT).group(1))
+    # Ask for a later line than the first: the counter must grow while the guest runs.
+    later = int(qemu.wait_serial(rf"^\[user\] spin: counter=(?!{first}$)(\d+)$", 30).group(1))
+    record_property("seconds_to_second_spin_line", round(time.monotonic() - start, 2))
+    assert later > first and first % 65536 == 0 and later % 65536 == 0
+    assert qemu.running
+    assert kernel_log.exit_line(qemu.serial_text()) is None
+    qemu.stop()
+    assert not qemu.running
+
+
+# scenario -> (vector, error code, CPL at the fault, where the fault is reported)
+FAULTS = {
+    "gdt-order": (13, 0x28, 0, "int80_return_iretq"),
+    "sce-off": (6, 0, 0, "enter_user_sysret"),
+    "rcx-noncanonical": (13, 0, 3, "user program"),
+    "user-page-supervisor": (14, 0x15, 3, "user program"),
+    "user-page-nx": (14, 0x15, 3, "user program"),
+    "no-swapgs": (14, 0x2, 0, "syscall_entry"),
+    "kernel-rsp": (14, 0x5, 3, "user program"),
+    "sysret32": (14, 0x5, 3, "user program"),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(FAULTS))
+def test_faulting_scenario_ends_with_its_fault(qemu_factory, symbols, record_property, scenario):
+    _, log, status = boot(qemu_factory, scenario, record_property)
+    vector, error, cpl, site = FAULTS[scenario]
+
+    assert status == launch.EXIT_FAULT, log
+    fault = kernel_log.fault(log)
+    assert fault is not None, log
+    assert (fault.vector, fault.error, fault.cpl, fault.site) == (vector, error, cpl, site), log
+    assert kernel_log.exit_line(log)["how"] == "fault"
+    check_fault_details(scenario, fault, symbols, log)
+
+
+def check_fault_details(scenario: str, fault: kernel_log.Fault, sym: dict[str, int], log: str) -> None:
+    """What each mistake looks like beyond the vector: addresses tie back to kernel.elf's symbols."""
+    after_syscall = sym["user_syscall_return"]
+    if scenario == "gdt-order":
+        # iretq to CS=0x2b found a data descriptor at 0x28 and refused it in ring 0.
+        assert fault.rip == sym["int80_return_iretq"] and fault.cs == KERNEL_CS
+        assert "via=int80" in log and kernel_log.report(log) is None
+    elif scenario == "sce-off":
+        assert fault.rip == sym["enter_user_sysret"] and fault.cs == KERNEL_CS
+        assert "[user]" not in log
+    elif scenario == "rcx-noncanonical":
+        # QEMU 7.2 loads the non-canonical RIP and faults on the fetch in ring 3
+        # (Intel CPUs raise #GP in ring 0 at the sysret instead).
+        assert fault.rip == after_syscall + USER_SPACE_END
+        assert (fault.cs, fault.ss) == (USER_CS, USER_DS)
+    elif scenario in ("user-page-supervisor", "user-page-nx"):
+        # The first instruction fetch in ring 3: present, user, instruction fetch.
+        assert fault.rip == fault.cr2 == sym["user_start"]
+        assert "[user]" not in log
+    elif scenario == "no-swapgs":
+        # GS_BASE = 0: the write of the user RSP to the per-CPU area hits address 0x10.
+        assert fault.cr2 == 0x10 and fault.cs == KERNEL_CS
+        assert sym["syscall_entry"] < fault.rip < sym["syscall_entry"] + 16
+        assert fault.rsp < USER_SPACE_END  # still on the user stack
+    elif scenario == "kernel-rsp":
+        # Ring 3 runs on the kernel stack; its `ret` reads a supervisor page.
+        assert fault.rip == after_syscall and fault.cs == USER_CS
+        assert fault.rsp == fault.cr2 and fault.rsp >= 0xFFFFFFFF80000000
+    elif scenario == "sysret32":
+        # Compatibility mode at the right EIP; `ret` pops 4 bytes at ESP (the
+        # user RSP cut to 32 bits), which lands in the supervisor identity map.
+        assert fault.rip == after_syscall and fault.cs == USER32_CS
+        assert fault.cr2 == fault.rsp & 0xFFFFFFFF
+
+
+# scenario -> what the user program reports about itself in ring 3 (QEMU 7.2 TCG)
+RAN_ON = {
+    "star-rpl0": {"cs": USER_CS, "ss": USER_DS, "iopl": 0, "if": 1},  # TCG forces RPL 3 on SS, like Intel
+    "iopl3": {"cs": USER_CS, "ss": USER_DS, "iopl": 3, "if": 1},
+    "if-off": {"cs": USER_CS, "ss": USER_DS, "iopl": 0, "if": 0},
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(RAN_ON))
+def test_scenario_that_runs_on_is_reported_and_exits_37(qemu_factory, record_property, scenario):
+    _, log, status = boot(qemu_factory, scenario, record_property)
+
+    assert status == launch.EXIT_RAN_ON, log
+    assert kernel_log.fault(log) is None
+    report = kernel_log.report(log)
+    assert report is not None
+    assert {k: report[k] for k in ("cs", "ss", "iopl", "if")} == RAN_ON[scenario]
+    line = kernel_log.exit_line(log)
+    assert line["how"] == "ran-on-wrongly" and f"scenario={scenario} " in line["rest"]
+    if scenario == "star-rpl0":
+        assert "star=0x18000800000000 " in log
+
+
+def test_every_scenario_is_covered():
+    assert set(FAULTS) | set(RAN_ON) | {"ok", "spin"} == set(launch.SCENARIOS)
