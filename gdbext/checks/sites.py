@@ -31,7 +31,6 @@ from os import PathLike
 SYSRET_OPCODE = b"\x0f\x07"
 WRMSR_OPCODE = b"\x0f\x30"
 LEGACY_PREFIXES = frozenset(b"\x66\x67\xf2\xf3\x2e\x36\x3e\x26\x64\x65")
-LOCK = 0xF0
 REX_W = 0x08
 MAX_INSTRUCTION = 15
 
@@ -63,13 +62,15 @@ class Site:
 
 
 def _opcode_after_prefixes(code: bytes) -> tuple[int, bool]:
-    """(offset of the opcode, REX.W in effect), or (-1, False) for LOCK / too long."""
+    """(offset of the opcode, REX.W in effect), or (-1, False) past 15 bytes.
+
+    LOCK (F0) is not taken as a prefix: it would make SYSRET and WRMSR #UD, so
+    F0 simply is not their opcode.
+    """
     i = 0
     rex_w = False
     while i < len(code) and i < MAX_INSTRUCTION - 2:
         byte = code[i]
-        if byte == LOCK:
-            return -1, False
         if byte in LEGACY_PREFIXES:
             rex_w = False          # a REX followed by a legacy prefix is ignored
         elif _is_rex(byte):

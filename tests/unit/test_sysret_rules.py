@@ -343,6 +343,16 @@ def test_gdt_limit_ends_before_user_code():
     assert "#GP(0x30)" in consequence(report, "SR-STAR-LIMIT")
 
 
+def test_gdt_limit_cuts_user_code_in_half():
+    # The whole 8-byte descriptor must lie within the limit (SDM Vol. 3A 3.5.1).
+    m = baseline()
+    m.gdtr = TableRegister(m.gdtr.base, 0x36)
+    report = evaluate(m.snapshot())
+    assert_only(report, {"SR-STAR-LIMIT": ERROR}, skipped=("SR-STAR-CS",))
+    m.gdtr = TableRegister(m.gdtr.base, 0x37)
+    assert_only(evaluate(m.snapshot()), {})
+
+
 def test_gdt_limit_ends_before_user_data():
     m = baseline()
     m.gdtr = TableRegister(m.gdtr.base, 0x27)
