@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +59,10 @@ class GdbDriver:
         self._pending: List[Dict] = []
         self.closed = False
         self.target_gone = False
-        # Without async MI, gdb reads no command while the target runs, so a
-        # running guest could never be interrupted.
-        self.mi("-gdb-set mi-async on")
+        # gdb stays in synchronous MI, as a CLI session is: gdbext's rdmsr
+        # injection steps the guest from inside a command, which only
+        # completes in place when execution is synchronous.  A running guest
+        # is interrupted with SIGINT, as Ctrl-C does at a terminal.
         self.command("set pagination off")
         self.command("set confirm off")
         self.command("set width 0")
@@ -68,15 +71,20 @@ class GdbDriver:
     def _read(self, timeout: float) -> List[Dict]:
         return self._gdb.get_gdb_response(timeout_sec=timeout, raise_error_on_timeout=False)
 
-    def mi(self, command: str, timeout: Optional[float] = None) -> tuple[Dict, List[Dict]]:
-        """Send one MI command; return its result record and everything before it."""
+    def mi(self, command: str, timeout: Optional[float] = None,
+           final: tuple = ("done", "error", "running", "connected", "exit")) -> tuple[Dict, List[Dict]]:
+        """Send one MI command; return its result record and everything before it.
+
+        `final`: the result classes that end the command.  A CLI command that
+        steps the guest inside (gdbext's rdmsr injection) answers `^running`
+        first and `^done` when it is really finished."""
         token = next(self._tokens)
         self._gdb.write(f"{token}{command}", read_response=False)
         deadline = time.monotonic() + (timeout or self.timeout)
         seen: List[Dict] = []
         while True:
             for msg in self._pending or self._read(min(0.5, max(0.0, deadline - time.monotonic()))):
-                if msg.get("type") == "result" and msg.get("token") == token:
+                if msg.get("type") == "result" and msg.get("token") == token and msg.get("message") in final:
                     self._pending = []
                     return msg, seen
                 seen.append(msg)
@@ -85,8 +93,9 @@ class GdbDriver:
                 raise GdbTimeout(f"gdb gave no answer to {command!r} in {timeout or self.timeout:.0f}s")
 
     def command(self, text: str, timeout: Optional[float] = None) -> str:
-        """A CLI command as typed at the prompt; returns what it printed."""
-        result, seen = self.mi(f"-interpreter-exec console {_mi_quote(text)}", timeout)
+        """A CLI command as typed at the prompt; returns what it printed.
+        It must end at a prompt: run the guest with resume_until_stop()."""
+        result, seen = self.mi(f"-interpreter-exec console {_mi_quote(text)}", timeout, final=("done", "error"))
         out = "".join(m.get("payload") or "" for m in seen if m.get("type") in ("console", "output", "target"))
         self._stops_seen = [m for m in seen if m.get("type") == "notify" and m.get("message") == "stopped"]
         if result.get("message") == "error":
@@ -115,9 +124,16 @@ class GdbDriver:
             raise GdbError((result.get("payload") or {}).get("msg", "error"))
         stop = self._wait_stop(timeout)
         if stop is None and not self.target_gone:
-            self._gdb.write("-exec-interrupt", read_response=False)
-            self._wait_stop(10)
+            self.interrupt()
         return stop
+
+    def interrupt(self) -> Optional[Stop]:
+        """Stop a running guest (SIGINT to gdb, as Ctrl-C)."""
+        proc = self._gdb.gdb_process
+        if proc is None or proc.poll() is not None:
+            return None
+        os.kill(proc.pid, signal.SIGINT)
+        return self._wait_stop(10)
 
     def _wait_stop(self, timeout: float) -> Optional[Stop]:
         deadline = time.monotonic() + timeout

@@ -282,20 +282,90 @@ PHYS = PhysicalMemory()
 RDMSR = b"\x0f\x32"
 
 
+class _Remote:
+    """The few remote-protocol packets the injection needs, sent directly.
+
+    Not gdb's `stepi`: under MI, gdb.execute("stepi") inside a command does
+    not wait for the step, so the injection could not complete there.  Raw
+    packets are synchronous under every interpreter, and since everything is
+    restored exactly, gdb's own register and memory caches stay true.
+    """
+
+    _layout: Dict[str, Tuple[int, int]] = {}
+
+    def __init__(self, tid: int):
+        if not _Remote._layout:
+            _Remote._layout = _remote_register_layout()
+        self.thread = f"p1.{tid:x}"
+        # Make gdb's idea of the stub's current thread (Hg) ours, so that our
+        # own Hg below changes nothing gdb relies on.
+        gdb.execute("maint flush register-cache", to_string=True)
+        gdb.newest_frame().read_register("rip")
+        self._expect(send_packet(f"Hg{self.thread}"), "Hg")
+
+    @staticmethod
+    def _expect(reply: bytes, what: str) -> bytes:
+        if reply.startswith(b"E") or reply == b"":
+            raise TargetError(f"gdbext: QEMU's stub refused {what} ({reply.decode('latin-1') or 'unsupported'})")
+        return reply
+
+    def read(self, name: str) -> int:
+        num, size = self._layout[name]
+        reply = self._expect(send_packet(f"p{num:x}"), f"reading {name}")
+        return int.from_bytes(bytes.fromhex(reply.decode("ascii")), "little")
+
+    def write(self, name: str, value: int) -> None:
+        num, size = self._layout[name]
+        data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little").hex()
+        if send_packet(f"P{num:x}={data}") != b"OK":
+            raise TargetError(f"gdbext: QEMU's stub refused to write {name}")
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        reply = self._expect(send_packet(f"m{address:x},{size:x}"), f"reading {address:#x}")
+        return bytes.fromhex(reply.decode("ascii"))
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        if send_packet(f"M{address:x},{len(data):x}:{data.hex()}") != b"OK":
+            raise TargetError(f"gdbext: QEMU's stub refused to write memory at {address:#x}")
+
+    def step(self) -> None:
+        """One instruction on this vCPU only; the others stay stopped."""
+        reply = send_packet(f"vCont;s:{self.thread}")
+        if not reply[:1] in (b"T", b"S"):
+            raise TargetError(f"gdbext: single step on {self.thread} answered {reply[:40]!r}")
+
+
+def _remote_register_layout() -> Dict[str, Tuple[int, int]]:
+    """gdb's map of register names to the stub's numbers and sizes."""
+    text = gdb.execute("maint print remote-registers", to_string=True)
+    layout = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 8 and parts[1].isdigit():
+            layout[parts[0]] = (int(parts[6]), int(parts[4]))
+    return layout
+
+
 class _Rdmsr:
     """Execute `rdmsr` on the selected vCPU and put everything back.
 
     How: write 0f 32 at RIP, set ECX, step one instruction with only this
-    vCPU resumed (scheduler-locking) and QEMU's single-step flags masking
-    interrupts and timers (NOIRQ|NOTIMER), read EDX:EAX, then restore RIP,
-    RAX, RCX, RDX, RFLAGS and the two code bytes.
+    vCPU resumed (vCont;s for its thread alone) and QEMU's single-step flags
+    masking interrupts and timers (NOIRQ|NOTIMER), read EDX:EAX, then restore
+    RIP, RAX, RCX, RDX, RFLAGS and the two code bytes.
 
     At CPL 3 rdmsr would raise #GP, so for the one step the vCPU is made
     CPL 0: the GDT slots of CS and SS are patched with ring-0 descriptors and
     CS/SS reloaded with RPL 0, then the same slots are patched to encode the
     *exact* hidden caches CS and SS had (SYSRET-made caches included), the
     selectors reloaded, and the GDT bytes restored.  CR4.SMEP is cleared for
-    the step (the code is on a user page) and restored.
+    the step (the code is on a user page) and restored.  One QEMU-internal
+    difference remains after a SYSRET: QEMU builds SYSRET's fixed caches
+    without the copy of limit[19:16] its flags word keeps for loaded
+    descriptors, and no descriptor encodes both that word and a 4 GiB limit;
+    so CS/SS come back as any reload of the selector leaves them (`info
+    registers` shows 00affb00 for 00a0fb00).  Selector, base, limit and
+    attribute bits are equal, and no architectural state differs.
 
     Refused: a vCPU halted in HLT (QEMU's stub never completes a step on it:
     gdb would hang), compatibility mode (gdb sees only 32-bit registers),
@@ -322,39 +392,34 @@ class _Rdmsr:
     def read(self, numbers: List[int]) -> Dict[int, int]:
         self.check()
         snap = self.snap
-        regs = snap.regs
-        rip = regs["rip"]
-        inferior = gdb.selected_inferior()
-        saved_code = inferior.read_memory(rip, len(RDMSR)).tobytes()
-        restore_cpl = snap.cpl != 0
+        remote = _Remote(snap.cpu + 1)
+        saved = {name: remote.read(name) for name in ("rax", "rcx", "rdx", "rip", "eflags")}
+        rip = saved["rip"]
+        saved_code = remote.read_memory(rip, len(RDMSR))
+        ring0 = _RingZero(snap, remote) if snap.cpl != 0 else None
         results: Dict[int, int] = {}
-        with _scheduler_locked(), _sstep_flags():
-            if restore_cpl:
-                ring0 = _RingZero(snap)
-                ring0.enter()
+        with _sstep_flags():
             try:
-                inferior.write_memory(rip, RDMSR)
+                if ring0 is not None:
+                    ring0.enter()
+                remote.write_memory(rip, RDMSR)
                 for number in numbers:
-                    write_register("rip", rip)
-                    write_register("rcx", number)
-                    gdb.execute("stepi", to_string=True)
-                    frame = gdb.newest_frame()
-                    new_rip = int(frame.read_register("rip"))
-                    if new_rip != rip + len(RDMSR):
-                        # rdmsr faulted.  QEMU's TCG answers 0 for MSRs it does not
-                        # know instead of raising #GP, so this should not happen; if it
-                        # does, the exception frame was pushed: say so, do not guess.
+                    remote.write("rip", rip)
+                    remote.write("rcx", number)
+                    remote.step()
+                    if remote.read("rip") != rip + len(RDMSR):
+                        # QEMU's TCG answers 0 for MSRs it does not know instead of
+                        # raising #GP, so this should not happen; if it does, the
+                        # exception frame was pushed: say so, do not guess.
                         raise TargetError(
                             f"gdbext: rdmsr {number:#x} faulted on vCPU {snap.cpu}; registers restored, "
                             "but the exception frame written below RSP was not")
-                    eax = int(frame.read_register("rax")) & 0xFFFFFFFF
-                    edx = int(frame.read_register("rdx")) & 0xFFFFFFFF
-                    results[number] = (edx << 32) | eax
+                    results[number] = ((remote.read("rdx") & 0xFFFFFFFF) << 32) | (remote.read("rax") & 0xFFFFFFFF)
             finally:
-                inferior.write_memory(rip, saved_code)
-                for name in ("rax", "rcx", "rdx", "rsp", "eflags", "rip"):
-                    write_register(name, regs[name])
-                if restore_cpl:
+                remote.write_memory(rip, saved_code)
+                for name, value in saved.items():
+                    remote.write(name, value)
+                if ring0 is not None:
                     ring0.leave()
                 gdb.execute("maint flush dcache", to_string=True)
         return results
@@ -363,10 +428,11 @@ class _Rdmsr:
 class _RingZero:
     """Make the vCPU CPL 0 for one step, then restore CS/SS caches exactly."""
 
-    def __init__(self, snap: Snapshot):
+    def __init__(self, snap: Snapshot, remote: _Remote):
         from gdbext.memory import translate  # pure; imported late to keep load light
 
         self.snap = snap
+        self.remote = remote
         self.cs = snap.segments["cs"]
         self.ss = snap.segments["ss"]
         self.slots = {}
@@ -383,32 +449,33 @@ class _RingZero:
             if _encode_cache(seg) is None:
                 raise TargetError(
                     f"gdbext: cannot switch to CPL 0 for rdmsr: the {seg.selector:#x} cache cannot be re-encoded exactly")
-        self.saved = {}
+        self.saved: Dict[int, bytes] = {}
+        self.cr4 = snap.cr4
 
     def enter(self) -> None:
-        inferior = gdb.selected_inferior()
+        r = self.remote
         for index, va in self.slots.items():
-            self.saved[index] = inferior.read_memory(va, 8).tobytes()
+            self.saved[index] = r.read_memory(va, 8)
         code0 = 0x00AF9B000000FFFF   # 64-bit ring-0 code (SDM Vol. 3A 3.4.5)
         data0 = 0x00CF93000000FFFF   # ring-0 writable data
-        inferior.write_memory(self.slots[self.cs.selector >> 3], code0.to_bytes(8, "little"))
-        inferior.write_memory(self.slots[self.ss.selector >> 3], data0.to_bytes(8, "little"))
-        self.cr4 = self.snap.cr4
+        r.write_memory(self.slots[self.cs.selector >> 3], code0.to_bytes(8, "little"))
+        r.write_memory(self.slots[self.ss.selector >> 3], data0.to_bytes(8, "little"))
         if self.cr4 & (1 << 20):  # CR4.SMEP
-            write_register("cr4", self.cr4 & ~(1 << 20))
-        write_register("cs", self.cs.selector & ~3)
-        write_register("ss", self.ss.selector & ~3)
+            r.write("cr4", self.cr4 & ~(1 << 20))
+        r.write("cs", self.cs.selector & ~3)
+        r.write("ss", self.ss.selector & ~3)
 
     def leave(self) -> None:
-        inferior = gdb.selected_inferior()
-        inferior.write_memory(self.slots[self.cs.selector >> 3], _encode_cache(self.cs))
-        inferior.write_memory(self.slots[self.ss.selector >> 3], _encode_cache(self.ss))
-        write_register("cs", self.cs.selector)
-        write_register("ss", self.ss.selector)
+        r = self.remote
+        r.write_memory(self.slots[self.cs.selector >> 3], _encode_cache(self.cs))
+        r.write_memory(self.slots[self.ss.selector >> 3], _encode_cache(self.ss))
+        r.write("cs", self.cs.selector)
+        r.write("ss", self.ss.selector)
         for index, va in self.slots.items():
-            inferior.write_memory(va, self.saved[index])
+            if index in self.saved:
+                r.write_memory(va, self.saved[index])
         if self.cr4 & (1 << 20):
-            write_register("cr4", self.cr4)
+            r.write("cr4", self.cr4)
 
 
 def _encode_cache(seg) -> Optional[bytes]:
@@ -429,20 +496,6 @@ def _encode_cache(seg) -> Optional[bytes]:
     raw |= ((raw_limit >> 16) & 0xF) << 48
     raw |= ((seg.base >> 24) & 0xFF) << 56
     return raw.to_bytes(8, "little")
-
-
-@contextlib.contextmanager
-def _scheduler_locked() -> Iterator[None]:
-    """Only this vCPU runs, and the step prints no stop location."""
-    before = gdb.parameter("scheduler-locking")
-    quiet = gdb.parameter("suppress-cli-notifications")
-    gdb.execute("set scheduler-locking on", to_string=True)
-    gdb.execute("set suppress-cli-notifications on", to_string=True)
-    try:
-        yield
-    finally:
-        gdb.execute(f"set scheduler-locking {before}", to_string=True)
-        gdb.execute(f"set suppress-cli-notifications {'on' if quiet else 'off'}", to_string=True)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Boot the bundled kernel under QEMU, attach gdb with gdbext, and show it at work.
+
+1. `ok`: stop in the kernel right before its first sysretq and look at what
+   the CPU sees (CPL, GDT, TSS, IDT, MSRs, the page walk of the user entry,
+   sysret-check); then stop in ring 3 and read MSRs from there; then watch
+   every sysret to the clean end.
+2. `gdt-order`: the same watch stops the broken kernel at the wrmsr that
+   makes its sysret fail, and says why.
+
+Usage: scripts/demo [--scenario NAME]   (NAME: a broken scenario for part 2)
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gdbext.driver import GdbDriver, GdbError  # noqa: E402
+from gdbext.launch import LaunchError, Qemu, QemuOptions, SCENARIOS, build_kernel  # noqa: E402
+
+
+def show(g: GdbDriver, command: str) -> None:
+    print(f"(gdb) {command}")
+    try:
+        print(g.command(command).rstrip())
+    except GdbError as exc:
+        print(exc)
+
+
+def session(scenario: str, elf: Path):
+    qemu = Qemu(QemuOptions(scenario=scenario, gdb_port=0, wait=True)).start()
+    gdb = GdbDriver(elf)
+    gdb.connect(qemu.gdb_port)
+    gdb.load_gdbext()
+    return qemu, gdb
+
+
+def part_one(elf: Path) -> None:
+    print("=== The bundled kernel, scenario ok: in ring 0, right before the first sysretq")
+    qemu, g = session("ok", elf)
+    try:
+        g.command("break enter_user_sysret")
+        g.resume_until_stop(60)
+        for cmd in ("info cpl", "info gdt", "info tss", "info idt 14", "info msr",
+                    "pagewalk $rcx", "sysret-check"):
+            show(g, cmd)
+        print("\n=== In ring 3 (user_main): CPL 3, and MSRs read from there all the same")
+        g.command("delete")
+        g.command("break user_main")
+        g.resume_until_stop(30)
+        for cmd in ("info cpl", "info msr STAR", "pagewalk $rip --access exec --user"):
+            show(g, cmd)
+        print("\n=== Watching every sysret to the end")
+        g.command("delete")
+        show(g, "sysret-watch on")
+        stop = g.resume_until_stop(60)
+        print(f"(guest {'exited' if stop and stop.reason == 'exited' else 'stopped: ' + (stop.reason if stop else 'timeout')})")
+        print("\n".join(line for line in qemu.serial_text().splitlines() if "exit" in line or "[user]" in line))
+    finally:
+        g.close()
+        qemu.stop()
+
+
+def part_two(elf: Path, scenario: str) -> None:
+    print(f"\n=== Scenario {scenario}: sysret-watch stops the mistake before it becomes a fault")
+    qemu, g = session(scenario, elf)
+    try:
+        show(g, "sysret-watch on")
+        stop = g.resume_until_stop(60)
+        if stop is not None:
+            print(stop.console.rstrip())
+        show(g, "info symbol $pc")
+        show(g, "sysret-watch status")
+    finally:
+        g.close()
+        qemu.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="gdt-order", choices=[s for s in SCENARIOS if s not in ("ok", "spin")])
+    args = parser.parse_args()
+    try:
+        paths = build_kernel()
+        part_one(paths.elf)
+        part_two(paths.elf, args.scenario)
+    except (LaunchError, GdbError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
