@@ -1,0 +1,493 @@
+"""Scripted triage for CI: boot a guest under gdb, watch it, report what went wrong.
+
+    gdbext-triage --scenario gdt-order --json report.json --junit junit.xml
+
+Boots QEMU paused with a gdb stub on a free port, attaches gdb with gdbext
+loaded, arms `sysret-watch`, breaks where the kernel reports exceptions, and
+runs the guest until one of: a sysret-watch finding, a guest exception, the
+--until point, the guest's exit, or --timeout.  It then collects every info
+command's JSON (each failure is recorded, never fatal) and writes a readable
+report, optionally a JSON report and JUnit XML.
+
+Exit status: 0 clean; 1 a finding, a guest exception, a guest that reported
+failure, or a timeout (a hang is a finding for CI); 2 the triage itself could
+not run (bad flag, missing file, QEMU or gdb failed to start).
+
+This module never imports gdb: it runs in a plain Python and drives gdb
+through gdbext.driver, so QEMU and gdb are always stopped in `finally`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from gdbext import launch
+from gdbext.checks.sysret import RULES
+
+EXIT_CLEAN, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
+
+# Functions a kernel calls when it takes an exception; a breakpoint there
+# stops the guest with the exception's frame still in hand.  The bundled
+# kernel's fault_report takes a struct interrupt_frame * in RDI.
+FAULT_SYMBOLS = ("fault_report",)
+# struct interrupt_frame (kernel/src/fault.h): 15 GPRs, vector, error, then
+# the frame the CPU pushed (Intel SDM Vol. 3A 6.14.1 "64-Bit Mode Stack Frame").
+FRAME_WORDS = 22
+FRAME_INDEX = {"vector": 15, "error_code": 16, "rip": 17, "cs": 18, "rflags": 19, "rsp": 20, "ss": 21}
+
+# Mnemonics: Intel SDM Vol. 3A table 6-1 "Protected-Mode Exceptions and Interrupts".
+EXCEPTION_NAMES = ("#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP",
+                   "#SS", "#GP", "#PF", "reserved", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP")
+
+# The kernel's one-line report, kept in the serial log even when no
+# breakpoint caught the exception (no ELF, or --no-watch on another kernel).
+FAULT_LINE = re.compile(r"FAULT vector=(\d+)(?: \(([^)]*)\))? error=(0x[0-9a-fA-F]+|0) cr2=(0x[0-9a-fA-F]+|0)"
+                        r" rip=(0x[0-9a-fA-F]+|0)(?: cs=(0x[0-9a-fA-F]+|0))?")
+
+COMMAND_TIMEOUT = 20.0
+EXIT_WAIT_SECONDS = 5.0
+
+
+class TriageError(Exception):
+    """The triage could not run (exit status 2); the message is one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, not a usage dump
+        raise TriageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="triage", description="Boot a guest under gdb with gdbext, watch it, and report.",
+                epilog="Arguments after -- go to QEMU.  Exit: 0 clean, 1 finding/exception/timeout, 2 unusable.")
+    boot = p.add_mutually_exclusive_group()
+    boot.add_argument("--scenario", help=f"a bundled-kernel scenario ({', '.join(launch.SCENARIOS)}); default ok")
+    boot.add_argument("--efi", type=Path, help="boot this EFI application (or .img FAT image) under OVMF")
+    boot.add_argument("--kernel", type=Path, help="boot this Linux bzImage directly")
+    p.add_argument("--initrd", type=Path)
+    p.add_argument("--append")
+    p.add_argument("--elf", type=Path, help="symbols for gdb (default: the bundled kernel.elf)")
+    p.add_argument("--until", help="stop cleanly here: SYMBOL or *ADDRESS")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds the guest may run (default 60)")
+    p.add_argument("--json", dest="json_path", type=Path, help="write the JSON report here")
+    p.add_argument("--junit", type=Path, help="write JUnit XML here")
+    p.add_argument("--serial", type=Path, help="keep the serial log in this file")
+    p.add_argument("--warnings", action="store_true", help="sysret-watch stops on warnings too")
+    p.add_argument("--no-watch", action="store_true", help="do not arm sysret-watch")
+    return p
+
+
+@dataclass
+class Triage:
+    """Everything the report says; to_json() is the --json document."""
+
+    scenario: Optional[str]
+    findings: List[Dict[str, Any]] = field(default_factory=list)
+    exception: Optional[Dict[str, Any]] = None
+    exit_code: Optional[int] = None
+    stopped_because: str = ""
+    guest_status: str = ""
+    serial_log: str = ""
+    state: Dict[str, Any] = field(default_factory=dict)
+    durations: Dict[str, float] = field(default_factory=dict)
+    errors: List[str] = field(default_factory=list)
+
+    @property
+    def guest_failed(self) -> bool:
+        return self.exit_code is not None and self.exit_code != launch.EXIT_SUCCESS
+
+    @property
+    def status(self) -> int:
+        if self.findings or self.exception or self.stopped_because == "timeout" or self.guest_failed:
+            return EXIT_FAILED
+        return EXIT_CLEAN
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
+                "guest_status": self.guest_status, "stopped_because": self.stopped_because,
+                "scenario": self.scenario, "serial_log": self.serial_log, "state": self.state,
+                "durations": self.durations, "errors": self.errors, "status": self.status}
+
+
+# ---------------------------------------------------------------------------
+# Parsing what gdb and the guest print
+# ---------------------------------------------------------------------------
+
+def exception_name(vector: int) -> str:
+    return EXCEPTION_NAMES[vector] if 0 <= vector < len(EXCEPTION_NAMES) else "interrupt"
+
+
+def parse_fault_line(serial: str) -> Optional[Dict[str, Any]]:
+    """The first FAULT line of the bundled kernel's log, as an exception record."""
+    m = FAULT_LINE.search(serial)
+    if m is None:
+        return None
+    vector = int(m.group(1))
+    return {"vector": vector, "name": m.group(2) or exception_name(vector), "error_code": int(m.group(3), 16),
+            "rip": int(m.group(5), 16), "cr2": int(m.group(4), 16),
+            "cs": int(m.group(6), 16) if m.group(6) else None, "symbol": None, "source": "serial log"}
+
+
+def parse_words(text: str) -> List[int]:
+    """gdb's `output/x` of an array: {0x1, 0x2, ...} (gdb folds repeats as `<repeats N times>`)."""
+    words: List[int] = []
+    for item in text.strip().strip("{}").split(","):
+        m = re.match(r"\s*(0x[0-9a-fA-F]+|\d+)(?:\s*<repeats (\d+) times>)?", item)
+        if m:
+            words += [int(m.group(1), 0)] * int(m.group(2) or 1)
+    return words
+
+
+def findings_from_watch(last: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """sysret-watch's last finding, one record per failed rule."""
+    if not last:
+        return []
+    where = {"kind": last.get("kind"), "address": last.get("address"), "cpu": last.get("cpu")}
+    return [dict(f, **where) for f in last.get("findings", [])]
+
+
+def _symbolize(driver, address: int) -> Optional[str]:
+    try:
+        out = driver.command(f"info symbol {address:#x}", timeout=COMMAND_TIMEOUT).strip()
+    except Exception:  # noqa: BLE001 - a missing symbol is only a missing name
+        return None
+    return None if not out or out.startswith("No symbol") else out.split(" in section")[0]
+
+
+def _exception_from_frame(driver) -> Dict[str, Any]:
+    words = parse_words(driver.command(f"output/x *(unsigned long (*)[{FRAME_WORDS}])$rdi", timeout=COMMAND_TIMEOUT))
+    if len(words) != FRAME_WORDS:
+        raise TriageError(f"could not read the exception frame at RDI ({len(words)} words)")
+    exc: Dict[str, Any] = {k: words[i] for k, i in FRAME_INDEX.items()}
+    exc["name"] = exception_name(exc["vector"])
+    exc["cr2"] = int(driver.command("output/x $cr2", timeout=COMMAND_TIMEOUT).strip(), 16)
+    exc["symbol"] = _symbolize(driver, exc["rip"])
+    exc["source"] = "breakpoint"
+    return exc
+
+
+# ---------------------------------------------------------------------------
+# Collecting state
+# ---------------------------------------------------------------------------
+
+def _idt_summary(doc: Dict[str, Any]) -> Dict[str, Any]:
+    gates = [g for g in doc.get("gates", []) if g.get("present")]
+    return dict(doc, gates=gates)
+
+
+def gdb_capture(command: str, path: str) -> None:
+    """Inside gdb: run `command` and write {"output"} or {"error"} to `path` as JSON.
+
+    Large command output read back over MI can arrive after the command's
+    result record and be credited to the next command; a file cannot.
+    """
+    import gdb  # only ever called inside gdb
+
+    try:
+        doc = {"output": gdb.execute(command, to_string=True)}
+    except Exception as exc:  # noqa: BLE001 - the caller records the error
+        doc = {"error": str(exc)}
+    Path(path).write_text(json.dumps(doc))
+
+
+def _run_json(driver, command: str, scratch: Path) -> Any:
+    path = scratch / "capture.json"
+    try:
+        path.unlink(missing_ok=True)
+        driver.command(f"python import gdbext.triage as _t; _t.gdb_capture({command + ' --json'!r}, {str(path)!r})",
+                       timeout=COMMAND_TIMEOUT)
+        doc = json.loads(path.read_text())
+    except Exception as exc:  # noqa: BLE001 - collecting never stops the report
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    if "error" in doc:
+        return {"error": "unavailable" if "Undefined command" in doc["error"] else doc["error"]}
+    try:
+        return json.loads(doc["output"])
+    except ValueError:
+        return {"error": f"{command} --json printed no JSON: {doc['output'][:200]!r}"}
+
+
+def collect_state(driver, extra_addresses: Dict[str, int]) -> Dict[str, Any]:
+    """Every command's JSON; a failed command becomes {"error": ...}."""
+    state: Dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="gdbext-triage-") as scratch:
+        def run(command: str) -> Any:
+            return _run_json(driver, command, Path(scratch))
+
+        for name in ("info cpl", "info gdt", "info tss", "info idt", "info msr", "sysret-check",
+                     "sysret-watch status"):
+            state[name] = run(name)
+        if "gates" in state["info idt"]:
+            state["info idt"] = _idt_summary(state["info idt"])
+        for reg in ("rip", "rsp", "rcx"):
+            state[f"pagewalk ${reg}"] = run(f"pagewalk ${reg}")
+        for label, address in extra_addresses.items():
+            state[f"pagewalk {label}"] = run(f"pagewalk {address:#x}")
+        state["ptdump --wx"] = run("ptdump --wx")
+    return state
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+def _options(args: argparse.Namespace, qemu_args: List[str]) -> launch.QemuOptions:
+    for label, path in (("EFI image", args.efi), ("kernel", args.kernel), ("initrd", args.initrd), ("ELF", args.elf)):
+        if path is not None and not path.is_file():
+            raise TriageError(f"{label} {path} not found")
+    if args.timeout <= 0:
+        raise TriageError("--timeout must be positive")
+    opts = launch.QemuOptions(
+        scenario=args.scenario or "ok", gdb_port=0, wait=True, serial_path=args.serial,
+        efi_image=args.efi, kernel=args.kernel, initrd=args.initrd, append=args.append,
+        extra_args=list(qemu_args))
+    try:
+        opts.validate()
+    except launch.LaunchError as exc:
+        raise TriageError(str(exc)) from None
+    return opts
+
+
+def _bundled(args: argparse.Namespace) -> bool:
+    return args.efi is None and args.kernel is None
+
+
+def _break(driver, location: str) -> Optional[int]:
+    """A breakpoint's number, or None when gdb cannot place it (no such symbol)."""
+    from gdbext.driver import GdbError
+
+    try:
+        out = driver.command(f"break {location}", timeout=COMMAND_TIMEOUT)
+    except GdbError:
+        return None
+    m = re.search(r"Breakpoint (\d+) at", out)
+    return int(m.group(1)) if m else None
+
+
+def _watch_status(driver) -> Dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="gdbext-triage-") as scratch:
+        return _run_json(driver, "sysret-watch status", Path(scratch))
+
+
+def run(args: argparse.Namespace, qemu_args: List[str]) -> Triage:
+    from gdbext.driver import GdbDriver, GdbError, GdbTimeout
+
+    t_start = time.monotonic()
+    opts = _options(args, qemu_args)
+    elf = args.elf
+    report = Triage(scenario=opts.scenario if _bundled(args) else None)
+    try:
+        if _bundled(args):
+            paths = launch.build_kernel()
+            elf = elf or paths.elf
+        qemu = launch.Qemu(opts)
+    except launch.LaunchError as exc:
+        raise TriageError(str(exc)) from None
+    driver = None
+    try:
+        try:
+            qemu.start()
+        except launch.LaunchError as exc:
+            raise TriageError(str(exc)) from None
+        report.durations["boot_qemu"] = round(time.monotonic() - t_start, 3)
+        t = time.monotonic()
+        try:
+            driver = GdbDriver(elf=elf, timeout=COMMAND_TIMEOUT)
+            driver.load_gdbext()
+            driver.connect(qemu.gdb_port)
+        except (GdbError, GdbTimeout, OSError) as exc:
+            raise TriageError(f"gdb could not attach: {exc}") from None
+        report.durations["attach_gdb"] = round(time.monotonic() - t, 3)
+        t = time.monotonic()
+        _arm(driver, args, report)
+        report.durations["arm"] = round(time.monotonic() - t, 3)
+        fault_bp = next((n for n in (_break(driver, s) for s in FAULT_SYMBOLS) if n is not None), None)
+        until_bp = None
+        if args.until:
+            until_bp = _break(driver, args.until)
+            if until_bp is None:
+                raise TriageError(f"--until {args.until}: gdb cannot place a breakpoint there")
+        t = time.monotonic()
+        stop = driver.resume_until_stop(args.timeout)
+        report.durations["run"] = round(time.monotonic() - t, 3)
+        _classify(driver, qemu, stop, fault_bp, until_bp, report)
+        t = time.monotonic()
+        if not driver.target_gone and qemu.running:
+            extra = {"exception.rip": report.exception["rip"]} if report.exception else {}
+            report.state = collect_state(driver, extra)
+        else:
+            report.errors.append("the guest exited: no CPU state to collect")
+        report.durations["collect"] = round(time.monotonic() - t, 3)
+    finally:
+        if driver is not None:
+            driver.close()
+        qemu.stop()
+        report.serial_log = qemu.serial_text()
+    if report.exception is None and report.stopped_because in ("guest-exit", "timeout"):
+        report.exception = parse_fault_line(report.serial_log)
+    report.durations["total"] = round(time.monotonic() - t_start, 3)
+    return report
+
+
+def _arm(driver, args: argparse.Namespace, report: Triage) -> None:
+    if args.no_watch:
+        return
+    try:
+        driver.command("sysret-watch on" + (" --warnings" if args.warnings else ""), timeout=60)
+    except Exception as exc:  # noqa: BLE001 - a kernel with no sysret is still worth running
+        report.errors.append(f"sysret-watch on: {exc}")
+
+
+def _classify(driver, qemu: launch.Qemu, stop, fault_bp: Optional[int], until_bp: Optional[int],
+              report: Triage) -> None:
+    """Why the guest stopped, and what that says."""
+    if stop is None:
+        report.stopped_because = "timeout"
+        return
+    if stop.reason == "exited" or driver.target_gone:
+        report.stopped_because = "guest-exit"
+        try:
+            report.exit_code = qemu.wait(EXIT_WAIT_SECONDS)
+        except TimeoutError:
+            report.errors.append("gdb lost the target but QEMU is still running")
+        report.guest_status = launch.describe_status(report.exit_code)
+        return
+    bkpt = stop.payload.get("bkptno")
+    number = int(bkpt) if bkpt and bkpt.lstrip("-").isdigit() else None
+    if fault_bp is not None and number == fault_bp:
+        report.stopped_because = "exception"
+        try:
+            report.exception = _exception_from_frame(driver)
+        except Exception as exc:  # noqa: BLE001
+            report.errors.append(f"exception frame: {exc}")
+            report.exception = {"vector": None, "name": "unknown", "error_code": None, "rip": stop.address,
+                                "cr2": None, "cs": None, "symbol": None, "source": "breakpoint"}
+        return
+    if until_bp is not None and number == until_bp:
+        report.stopped_because = "until"
+        return
+    report.findings = findings_from_watch(_watch_status(driver).get("last_finding"))
+    report.stopped_because = "finding" if report.findings else f"stopped: {stop.reason or 'unknown'}"
+    if not report.findings:
+        report.errors.append(f"the guest stopped for an unexpected reason: {stop.reason} {stop.console.strip()[:200]}")
+        report.findings = [{"rule": "TRIAGE-UNEXPECTED-STOP", "severity": "error",
+                            "message": f"the guest stopped: {stop.reason}", "address": stop.address}]
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+def _hex(value: Optional[int]) -> str:
+    return "-" if value is None else f"{value:#x}"
+
+
+def text_report(report: Triage) -> str:
+    verdict = {EXIT_CLEAN: "CLEAN", EXIT_FAILED: "FAILED"}[report.status]
+    lines = [f"triage: {verdict}: stopped because {report.stopped_because}"
+             + (f" (scenario {report.scenario})" if report.scenario else "")]
+    if report.exit_code is not None:
+        lines.append(f"  guest exit: status {report.exit_code} ({report.guest_status})")
+    for f in report.findings:
+        lines.append(f"  finding {f.get('severity', 'error'):7} {f['rule']:17} {f.get('message', '')}")
+        if f.get("consequence"):
+            lines.append(f"  {'':25} -> {f['consequence']}")
+    e = report.exception
+    if e:
+        lines.append(f"  exception: vector {e.get('vector')} {e.get('name')} error {_hex(e.get('error_code'))} "
+                     f"rip {_hex(e.get('rip'))}{' <' + e['symbol'] + '>' if e.get('symbol') else ''} "
+                     f"cs {_hex(e.get('cs'))} cr2 {_hex(e.get('cr2'))} (from the {e.get('source')})")
+    cpl = report.state.get("info cpl")
+    if isinstance(cpl, dict) and "error" not in cpl:
+        lines.append("  cpu: " + ", ".join(f"{k}={v}" for k, v in cpl.items() if not isinstance(v, (dict, list))))
+    failed = [name for name, doc in report.state.items() if isinstance(doc, dict) and "error" in doc]
+    if failed:
+        lines.append("  not collected: " + "; ".join(f"{n}: {report.state[n]['error']}" for n in failed))
+    for err in report.errors:
+        lines.append(f"  note: {err}")
+    lines.append("  durations: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.durations.items()))
+    tail = report.serial_log.strip().splitlines()[-8:]
+    if tail:
+        lines.append("  serial log (last lines):")
+        lines += [f"    {line}" for line in tail]
+    return "\n".join(lines)
+
+
+def junit_xml(report: Triage) -> str:
+    """One testcase per sysret rule, one for the guest's exception, one for its exit."""
+    suite = ET.Element("testsuite", name="gdbext-triage")
+    failures = 0
+
+    def case(name: str, failure: Optional[str], detail: str = "") -> None:
+        nonlocal failures
+        tc = ET.SubElement(suite, "testcase", classname="gdbext-triage", name=name)
+        if failure is not None:
+            failures += 1
+            ET.SubElement(tc, "failure", message=failure).text = detail or failure
+
+    by_rule: Dict[str, List[Dict[str, Any]]] = {}
+    for f in report.findings:
+        by_rule.setdefault(f["rule"], []).append(f)
+    for rule in [r.id for r in RULES] + sorted(set(by_rule) - {r.id for r in RULES}):
+        found = by_rule.get(rule)
+        case(rule, found[0].get("message", rule) if found else None,
+             "\n".join(f"{f.get('message', '')} -> {f.get('consequence', '')}" for f in found or []))
+    e = report.exception
+    case("guest exception",
+         None if e is None else f"vector {e.get('vector')} {e.get('name')} error {_hex(e.get('error_code'))} "
+                                f"at {_hex(e.get('rip'))}")
+    exit_failure = None
+    if report.stopped_because == "timeout":
+        exit_failure = "timeout: the guest neither exited nor stopped"
+    elif report.guest_failed:
+        exit_failure = f"guest exit status {report.exit_code} ({report.guest_status})"
+    case("guest exit", exit_failure, report.serial_log[-4000:] if exit_failure else "")
+    suite.set("tests", str(len(suite)))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suite.set("time", f"{report.durations.get('total', 0.0):.3f}")
+    ET.SubElement(suite, "system-out").text = report.serial_log
+    return ET.tostring(suite, encoding="unicode")
+
+
+def _split_qemu_args(argv: Sequence[str]) -> tuple[List[str], List[str]]:
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ours, qemu_args = _split_qemu_args(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(ours)
+        report = run(args, qemu_args)
+    except TriageError as exc:
+        print(f"triage: error: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except KeyboardInterrupt:
+        print("triage: error: interrupted", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(text_report(report))
+    try:
+        if args.json_path:
+            args.json_path.write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n")
+        if args.junit:
+            args.junit.write_text(junit_xml(report) + "\n")
+    except OSError as exc:
+        print(f"triage: error: cannot write the report: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    return report.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
