@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gdbext import launch
 
@@ -184,3 +186,34 @@ def test_wait_times_out_on_a_guest_that_never_exits(qemu_factory):
     with pytest.raises(TimeoutError):
         qemu.wait(0.5)
     assert qemu.running
+
+
+@pytest.mark.qemu
+def test_an_efi_image_of_ones_own_is_wrapped_in_a_fat_image_and_booted(qemu_factory, kernel_paths, tmp_path):
+    own = tmp_path / "mine.efi"
+    own.write_bytes(kernel_paths.efi.read_bytes())
+    qemu = qemu_factory(scenario="ok", efi_image=own)
+    assert str(kernel_paths.esp_image) not in " ".join(qemu.argv)
+    qemu.wait_serial(r"^\[kernel\] exit: ok$", 90)
+    assert qemu.wait(10) == launch.EXIT_SUCCESS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    scenario=st.text(max_size=30),
+    gdb_port=st.one_of(st.none(), st.integers(-5, 70000)),
+    memory_mib=st.integers(-4, 4096),
+    smp=st.integers(-2, 64),
+)
+def test_options_are_accepted_or_refused_with_a_launch_error(scenario, gdb_port, memory_mib, smp):
+    opts = launch.QemuOptions(scenario=scenario, gdb_port=gdb_port, memory_mib=memory_mib, smp=smp)
+    try:
+        opts.validate()
+    except launch.LaunchError as e:
+        assert "\n" not in str(e)
+        return
+    assert scenario in launch.SCENARIOS and memory_mib > 0 and smp > 0
+    argv = launch.qemu_argv(opts, qemu="q", serial_path=Path("/s"), gdb_port=gdb_port,
+                            firmware=Path("/f"), esp_image=Path("/e"))
+    assert f"name=opt/org.gdbext/scenario,string={scenario}" in argv
+    assert ("-gdb" in argv) == (gdb_port is not None)
