@@ -17,6 +17,9 @@ The values follow a real x86_64 Linux 6.x kernel:
   them (QEMU's flag words 0x00a09b00 and 0x00c09300).
 Addresses are in the regions Linux uses (cpu_entry_area, vmalloc'd stacks,
 the direct map, kernel text), so the kernel half and user half are real.
+The GDT entries, GDT limit, STAR, SFMASK, EFER, CR0, the CS/SS flag words and
+the TSS address equal those of the captured Debian Linux 6.1 state below
+(CAPTURED["linux"]); its TSS limit is 0x4087 (an I/O bitmap follows), ours 0x67.
 """
 from __future__ import annotations
 
@@ -285,6 +288,10 @@ def map_user_page(machine: Machine, va: int, pa: int, **kw) -> None:
 #   gdt-order: enter_user_sysret with user code 64 and user data swapped in the GDT
 #   no-swapgs: syscall_return_sysret_no_swapgs (GS_BASE still the per-CPU area)
 #   sysret32:  syscall_return_sysretl back to 64-bit user code (CSTAR 0, no SYSENTER)
+#   linux:     Debian's Linux 6.1 kernel (5-level paging, pti=on, nokaslr) at the
+#              sysretq of entry_SYSCALL_64, busybox making system calls: CR3 is
+#              already the KPTI user page table, which maps the entry text, GDT and
+#              TSS but not the per-CPU area KERNEL_GS_BASE points to
 CAPTURED: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "ok": ("syscall_return_sysret", 64, (
         "eNrtnV1z2tYahf9KxrfuTIQQSHQmFxuJDwFCkMZJ8E0HC7xjGxsXkch1xv+9+nwXxMpJmjOd5sxZz0UjeLUlPWLWZu9t"
@@ -473,6 +480,43 @@ CAPTURED: dict[str, tuple[str, int, tuple[str, ...]]] = {
         "evbyueHX5VbQGwVh9Yo8Xl3Xj6OgN6wey57XD99edhhEvaAkd9dyml21X7FH8apHYd8bDqOyfrerXvfyvdttsvvNh6fD"
         "+1f/t3p6eqz28Ab+IKiu5cUrd3d9f/1UXpg/CkbD0B8NqsPcbdZP2/Jdir40bx1H+juH8F5Xel+a9/MPVb77w5XZH67c"
         "ffWK+cUbUbxk/9wrVrwT5bGeHl8dqz/wQp8DvX63e70o9F8eu+f1Xx80iL58+Rvxhjz/"
+    )),
+    "linux": ("entry_SYSRETQ_unsafe_stack+0xc", 64, (
+        "eNrtnW1vm8gahv9Kla9dyYAB45X2w/gljrOJNiTmzV9WNsbUtRNXxt1pt+p/X7DhuZ22m9Oz6lmlp/cVqYW5YIbh9nTo"
+        "CDkfztI3m7OfXxg/vSi33tZb+WK/Kzc/nM1nRVZumJ5tux3b9Dq267ltwzDd6rDN6n61r7TV+Vjuvppt9tmi3F/ONkVW"
+        "FqyerMbquoZrn1RjG12nqmfTnDbb73dFudVuW17VXl3NadPVdpFtsnS/rc4xqvPvi8NZH86Md6lR4ZnlbtdzTLdrdQ27"
+        "bXfdrlseKN7CxdlGx3S6pm15lmWfHmOXx1i203GcQ2ffzPKsaaWdzQy3PKbcPVNHdPVH649WSwmDxPfuZ63YU4+4OriX"
+        "rZan7GrzptNqaeWXP8fzh6rX+LTcqf1/ZDX8cnmLEEIIIYQQQgghhBBCnhP6l1/ODmux1Urr/PFKa7V6elwRvfzjRt0c"
+        "V1zvXU9VK6ZK9Sd/6trfwHte4wed3elq6nhRFim10uqrV1qfZmD6ihBCCCGEEEIIIYQQQp4DstK6zBZZvdI6NQbvbzTv"
+        "DSGEEEIIeR5MW4M9n08JIYQQQsjz5nSldfnZO62EEEIIIYQQQgghhBDyvdJ7GP5mt/6dtk5WWjOTK62EEEII+QGetNJ/"
+        "7UmLEEIIIYQQ8uNwutLa4UorIYSQJ5i6q0zl5ca49xD1k0FVlo9i+0GPy60+bxAhhBBCCCGE/C/ph7nvj3kfni1YaV1a"
+        "Vr3SepkprarvwRqrjTFQg2OSsboufyou57VXarMVH/niE/hUfJiLv+31esfmN+PhcHj0gfb94++4ugzgA/HVJ6n2MXwu"
+        "PvLFz+AL8bESv4C34dG+P+jX3wO2GV6PW/X15fq1d/QTeF986IuP4FOcr/zcb/rfR//H6H8u/e+j/2P0P5f+99H/Mfqf"
+        "S//76P8Y/c+l/330f4z+N97vDRo/HF4315f7uvYTeF986IuP4FPxkRI/hd/Ca/EpvCE+RvtL+PIj1dxfXw/q+383UM39"
+        "vxYfKvEhfAKvxSfwa/FRLn4Or8XHaD+D93B9Sk9qfzvoNX58PWy8Fh/AB+LDXHwMn4uPfPEz+EJ8jPYX8DY82vd7Q+Tv"
+        "S/63SvIfIn9f8hcfwafiIyV+Cr+F1+JTeEN8jPaX8GoYNNfn3zbj96533vhr8aESH8In8Fp8Ar8WH+Xi5/BafIz2M3gP"
+        "16duMf5HGP+JjP9bjP8Rxn8i4/8W43+E8Z/I+L/F+B9h/Ccy/m8x/kcY/+LRvt+7QP4p8sf4v0D+KfLH+L9A/inyx/i/"
+        "QP4p8sf4v0D+KfLH+L9A/rnkf6ck/zHyzyV/8SF8Aq/FJ/Br8VEufg6vxcdoP4P3cH3qzpf8L5H/WvK/w/x3ifzXkv8d"
+        "5r9L5L+W/O8w/10i/7Xkf4f57xL5i0f7fu9X5L+V/O9yyf9X5L+V/MVH8Kn4SImfwm/htfgU3hAfo/0lvBoWyF9L/lfI"
+        "v0D+WvK/Qv4F8teS/xXyL5C/lvyvkH+B/LXkf4X85frUREn+18hfS/7iA/hAfJiLj+Fz8ZEvfgZfiI/R/gLehpf2yY9N"
+        "Of59Gf/nSsZ/gPlfvC8+9APM/+JT8ZEKMP+L38LrAPO/eEN8jPaX8Opc/v/gB5j/b2X8iw9VgPlffAKvA8z/4tfiozzA"
+        "/C9ei4/RfgbvNf77yn+C/PH8H2D+nyB/PP8HmP8nyB/P/wHm/wnyx/N/gPl/gvzx/B9g/p8gf3k+9UPM/wHyl+dTFWL+"
+        "D5C/eB1i/g+Qvzyf5iHm/wD5y/Mp2s/gPVyfCjH/h/Lv/7k8H+oQ87/4QHyYh5j/xefiIz/E/C++EB+j/QW8DY/2/V6E"
+        "/OX5NA8x/0fIX55P/aPvV/kf/bjK/+jzMn/xU/gtvBafwhvi41z8El6dp7Uv89e1v+vFjb8WX+bf+BA+gdfiE/i1+DL/"
+        "xs/htfgY7WfwHq5PRar2t72k8ePzvPFafAAfiA9z8TF8Lj7yxc/gC/Ex2l/A2/Bo3+9NGz88XzfXl0d+7SfwvvjQFx/B"
+        "p+IjJX4Kv4XX4lN4Q3yM9pfw6nwr+Ue55D9D/lvJX3wIn8Br8Qn8WnyUi5/Da/Ex2s/gPVyfirTkP0f+BfLXkv8c+RfI"
+        "X0v+c+RfIH8t+c9xfwvcXy33d477W+D+1n6arJb1mzSb95fe4dWZfLTYNm/STB14V3w4/to3bS798bvj+mLv4a2cv9w+"
+        "5P/Pb+qcrrS2n3qndZTmXr2SSAghhBBCvi1Te/CWv/GJEEIIIYSQ75nTlVa7Xmmd/jl4zyd9QgghhBBCCCGEEEII+VpO"
+        "VloXTr3SmkyGzdu9r4qZelkdl49+620ntqre7k2iUX5zfHv4VSp+1NsOaj+F3zb+pM3EE//a+JJ/Ce99yevRq8YPZ8PP"
+        "/Xv46y94QgghhBBCCCGEEEII+bacrrS6zTut5qDLd1oJIYQQQgghhBBCCCHkazldafWalVaLK62EEEIIIYQQQgghhBDy"
+        "9TQrrbZnd5/6hViEEEIIIYQQQgghhBDyQ9F7yG+M1qelU0Mdv3xV9V7bY394LD1ZaM240EoIIYQQQgghhBBCCCFPkrT6"
+        "w95npScLrcvnvND627Cn1ZApEkIIIYQQQgghhBBCniFYaHXmzXe0vhzs+R2thBBCCCGEfBsS90tvPBBCCCGEkO+f3uv1"
+        "6VcHfPzpxdkuy4uzn198OEt31WKrZdodzzTbnW7p0p1VFtmdruu0va57KGmXJR3H6xiW4R0K7KrA7Thu2zrse+W+WW1V"
+        "1ZrVSYtqyyg3smW2Kzfbbat72NvMDm1Xx2TNMUts/D6fFVl9AW3Pdu2yNG90LrraW/+OfdMrr97umI7jtC233el0verM"
+        "nWnUB+9Ms9xyzGOpJaXtprOGbXuHElucU1V8uAWHDh4Ku83G7F3d5938TVOHYx36vpsfnG10rI5lGO22YziH8vTd4UjD"
+        "sQ/3cbdYPT7O9o7HLQ7HWV2763asrlMVrd4cemnbbscuTzCdrmlbnmt3Klmsmmsp3nxa46GlorqDll1lX2T5ffawr/M/"
+        "/jXb73eH5AzHcsrqy8NO7vNmdb/af3pBRbbJ0v12d8j7YxM4qvqbOozHpxofm4/BPzpz+bdnnn58nqoh/8dtF5/cOsu1"
+        "ylzt/+7WlZFUde13j+oqPy8dCxXVqZtex3Y9t214bcc6qdt0HbP7uFq3rPYvHS92WQ=="
     )),
 }
 

@@ -51,6 +51,7 @@ from gdbext.checks.sysret import (
     check_msr_write,
     evaluate,
 )
+from gdbext.memory import read_linear
 from gdbext.snapshot import (
     MSR_CSTAR,
     MSR_EFER,
@@ -712,10 +713,11 @@ def test_saved_snapshot_replays_the_same_report():
     # sysretl back to 64-bit code: no 32-bit entry exists, and the pushes now use ESP,
     # which lands in the kernel's identity map.
     ("sysret32", {"SR-OPSIZE": ERROR, "SR-RSP-USER": ERROR}),
+    ("linux", {}),
 ])
 def test_captured_states(scenario, expected):
     snap, opsize, label = captured(scenario)
-    assert label.startswith(("enter_user_sysret", "syscall_return_sysret"))
+    assert label.startswith(("enter_user_sysret", "syscall_return_sysret", "entry_SYSRETQ"))
     report = evaluate(snap, opsize=opsize)
     assert_only(report, expected)
 
@@ -742,6 +744,38 @@ def test_captured_ok_state_with_one_change():
     lstar = snap.msr(MSR_LSTAR)
     snap.regs["rcx"] = lstar                       # return into the kernel's entry code
     assert_only(evaluate(snap, opsize=opsize), {"SR-RIP-MAPPED": ERROR})
+
+
+def test_baseline_values_are_linux_values():
+    # The hand-built baseline claims Linux's values: hold it to the captured Linux state.
+    linux, _, _ = captured("linux")
+    base = baseline().snapshot()
+    gdt = read_linear(linux, linux.gdtr.base, 8 * 7)
+    assert gdt == read_linear(base, base.gdtr.base, 8 * 7)
+    assert linux.gdtr.limit == base.gdtr.limit and linux.tr.base == base.tr.base
+    for number in (MSR_STAR, MSR_SFMASK):
+        assert linux.msr(number) == base.msr(number)
+    for name in ("cr0", "efer"):
+        assert linux.regs[name] == base.regs[name]
+    for seg in ("cs", "ss"):
+        assert linux.segments[seg] == base.segments[seg]
+
+
+def test_captured_linux_with_kpti():
+    snap, opsize, _ = captured("linux")
+    assert snap.cr4 & (1 << 12)                    # 5-level paging: 57-bit canonical
+    # KPTI: the live CR3 is the user one, where the per-CPU area is not mapped; the
+    # kernel half alone marks KERNEL_GS_BASE as the kernel's.
+    kgs = snap.regs["k_gs_base"]
+    assert kgs >> 63
+    snap.regs["gs_base"], snap.regs["k_gs_base"] = kgs, 0
+    report = evaluate(snap, opsize=opsize)
+    assert_only(report, {"SR-SWAPGS": ERROR})
+    snap.regs["gs_base"], snap.regs["k_gs_base"] = 0, kgs
+    snap.regs["rcx"] = snap.msr(MSR_LSTAR)        # the entry text: mapped for KPTI, supervisor
+    report = evaluate(snap, opsize=opsize)
+    assert_only(report, {"SR-RIP-MAPPED": ERROR})
+    assert "U/S clear" in message(report, "SR-RIP-MAPPED")
 
 
 def test_captured_replay_reads_nothing_new():
