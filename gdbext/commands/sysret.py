@@ -11,6 +11,7 @@ WRMSR breakpoints (ECX and EDX:EAX at a wrmsr say what is being written).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set
@@ -248,6 +249,11 @@ def _elf_files() -> List[str]:
     return files
 
 
+def _short(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _find_sites(snap: Snapshot) -> tuple[List[Site], List[int], str]:
     files = _elf_files()
     if files:
@@ -257,7 +263,7 @@ def _find_sites(snap: Snapshot) -> tuple[List[Site], List[int], str]:
             s, w = sites_from_elf(name)
             sites += s
             wrmsr += w
-        return sites, wrmsr, "ELF " + ", ".join(files)
+        return sites, wrmsr, "ELF " + ", ".join(_short(f) for f in files)
     return _scan_kernel_pages(snap)
 
 
@@ -313,7 +319,8 @@ def arm(warnings: bool, with_wrmsr: bool = True) -> str:
     WATCH.checks = WATCH.wrmsr_checks = WATCH.findings = 0
     WATCH.check_seconds = 0.0
     WATCH.last = None
-    head = (f"sysret-watch: armed on {len(sites)} sysret site(s) and {len(WATCH.wrmsr_sites)} wrmsr site(s) "
+    real = [s for s in sites if not s.shadowed]
+    head = (f"sysret-watch: armed on {len(real)} sysret site(s) and {len(WATCH.wrmsr_sites)} wrmsr site(s) "
             f"from {source}; stops on {'errors and warnings' if warnings else 'errors'}")
     return "\n".join([head] + ["  " + n for n in notes])
 
@@ -356,14 +363,16 @@ JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
             disarm()
             return WATCH.status(), "sysret-watch: off"
         st = WATCH.status()
-        text = (f"sysret-watch: {'armed' if st['armed'] else 'off'}; {len(st['sites'])} sysret site(s), "
+        real = [s for s in WATCH.sites if not s.shadowed]
+        text = (f"sysret-watch: {'armed' if st['armed'] else 'off'}; {len(real)} sysret site(s), "
                 f"{len(st['wrmsr_sites'])} wrmsr site(s); {st['checks']} sysret check(s), "
                 f"{st['wrmsr_checks']} wrmsr check(s), {st['findings']} finding(s); "
                 f"mean check {st['mean_check_ms']} ms")
         if st["armed"]:
-            text += "\n  sites: " + " ".join(f"{a:#x}" for a in st["sites"][:32])
-            if len(st["sites"]) > 32:
-                text += f" ... ({len(st['sites'])} in all)"
+            text += "\n  sites: " + " ".join(
+                f"{s.address:#x}" + (f" <{s.symbol}>" if s.symbol else "") for s in real[:16])
+            if len(real) > 16:
+                text += f" ... ({len(real)} in all)"
         return st, text
 
 
