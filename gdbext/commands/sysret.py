@@ -23,12 +23,15 @@ from gdbext.checks import sysret as rules
 from gdbext.checks.sites import Site, scan, scan_wrmsr, sites_from_elf, sysret_at
 from gdbext.gdbcommands import GdbextCommand, parse_int, symbolize
 from gdbext.snapshot import (
-    MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SFMASK, MSR_STAR, Snapshot, SnapshotError,
+    MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_EIP, Snapshot, SnapshotError,
 )
 
-WATCHED_MSRS = (MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK)
-WRMSR_RULE_MSRS = (MSR_STAR, MSR_LSTAR, MSR_SFMASK, MSR_EFER, MSR_CSTAR)
-_MSR_NAME = {MSR_STAR: "STAR", MSR_LSTAR: "LSTAR", MSR_CSTAR: "CSTAR", MSR_SFMASK: "SFMASK", MSR_EFER: "EFER"}
+# What the rules read besides registers; SYSENTER_EIP says whether 32-bit
+# callers can exist (SR-OPSIZE).
+WATCHED_MSRS = (MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK, MSR_SYSENTER_EIP)
+WRMSR_RULE_MSRS = (MSR_STAR, MSR_LSTAR, MSR_SFMASK, MSR_EFER, MSR_CSTAR, MSR_SYSENTER_EIP)
+_MSR_NAME = {MSR_STAR: "STAR", MSR_LSTAR: "LSTAR", MSR_CSTAR: "CSTAR", MSR_SFMASK: "SFMASK", MSR_EFER: "EFER",
+             MSR_SYSENTER_EIP: "SYSENTER_EIP"}
 
 
 # ---------------------------------------------------------------------------
@@ -82,7 +85,7 @@ address, it checks "a sysretq now".  One line per rule: pass, warning or
 error, with the values involved and what Intel CPUs, AMD CPUs and QEMU do.
 Rules: SR-SCE SR-MODE SR-CPL SR-RCX-CANONICAL SR-OPSIZE SR-STAR-CS SR-STAR-SS
 SR-STAR-RPL SR-STAR-LIMIT SR-RIP-MAPPED SR-RSP-USER SR-RFLAGS SR-SWAPGS
-SR-LSTAR SR-SFMASK SR-TSS-RSP0 (see the README's rule table).
+SR-LSTAR SR-SFMASK SR-TSS-RSP0 SR-STAR-SYSCALL (see the README's rule table).
 JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
 "checked": [{"rule", "status", "message"}], "opsize", "address", "at_sysret"}."""
 
