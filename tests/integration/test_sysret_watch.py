@@ -9,12 +9,11 @@ kernel/src/syscall_entry.S and the scenario table in gdbext/launch.py.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from gdbext import launch
 from gdbext.driver import GdbDriver, GdbError
 
 pytestmark = pytest.mark.qemu
