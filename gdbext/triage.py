@@ -421,6 +421,14 @@ def text_report(report: Triage) -> str:
     return "\n".join(lines)
 
 
+# Characters XML 1.0 cannot hold (firmware logs carry escape sequences).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    return _NOT_XML.sub("?", text)
+
+
 def junit_xml(report: Triage) -> str:
     """One testcase per sysret rule, one for the guest's exception, one for its exit."""
     suite = ET.Element("testsuite", name="gdbext-triage")
@@ -431,7 +439,7 @@ def junit_xml(report: Triage) -> str:
         tc = ET.SubElement(suite, "testcase", classname="gdbext-triage", name=name)
         if failure is not None:
             failures += 1
-            ET.SubElement(tc, "failure", message=failure).text = detail or failure
+            ET.SubElement(tc, "failure", message=xml_text(failure)).text = xml_text(detail or failure)
 
     by_rule: Dict[str, List[Dict[str, Any]]] = {}
     for f in report.findings:
@@ -454,7 +462,7 @@ def junit_xml(report: Triage) -> str:
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("time", f"{report.durations.get('total', 0.0):.3f}")
-    ET.SubElement(suite, "system-out").text = report.serial_log
+    ET.SubElement(suite, "system-out").text = xml_text(report.serial_log)
     return ET.tostring(suite, encoding="unicode")
 
 

@@ -1,0 +1,146 @@
+"""scripts/triage end to end: real QEMU, real gdb, the bundled kernel's scenarios.
+
+Each boot takes a few seconds; the scenarios are chosen so every way a triage
+can end is seen once: clean exit, a finding at a wrmsr, a finding at a
+sysret, an exception with no watch, a timeout, and unusable input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from gdbext import triage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_triage(tmp_path: Path, *args: str) -> tuple[int, dict, ET.Element, str]:
+    """Run the wrapper script as CI would (no terminal, stdin closed)."""
+    report, junit = tmp_path / "report.json", tmp_path / "junit.xml"
+    env = dict(os.environ, CI="true")
+    proc = subprocess.run([str(ROOT / "scripts" / "triage"), *args, "--json", str(report), "--junit", str(junit)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180, env=env)
+    return proc.returncode, json.loads(report.read_text()), ET.parse(junit).getroot(), proc.stdout
+
+
+def junit_failures(suite: ET.Element) -> dict[str, str]:
+    return {tc.get("name"): tc.find("failure").get("message") for tc in suite.iter("testcase")
+            if tc.find("failure") is not None}
+
+
+@pytest.mark.qemu
+def test_ok_is_clean(tmp_path, kernel_paths):
+    code, report, suite, out = run_triage(tmp_path, "--scenario", "ok", "--timeout", "60")
+    assert code == 0, out
+    assert report["findings"] == [] and report["exception"] is None
+    assert report["stopped_because"] == "guest-exit" and report["exit_code"] == 33
+    assert "exit: ok" in report["serial_log"]
+    assert suite.get("name") == "gdbext-triage" and suite.get("failures") == "0"
+    names = {tc.get("name") for tc in suite.iter("testcase")}
+    assert {"SR-SCE", "SR-STAR-CS", "SR-RSP-USER", "guest exception", "guest exit"} <= names
+    assert "CLEAN" in out.splitlines()[0]
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("scenario, rule, kind", [
+    ("gdt-order", "SR-STAR-CS", "wrmsr"),
+    ("kernel-rsp", "SR-RSP-USER", "sysret"),
+    ("sce-off", "SR-SCE", "sysret"),
+])
+def test_broken_scenarios_report_their_rule(tmp_path, kernel_paths, scenario, rule, kind):
+    code, report, suite, out = run_triage(tmp_path, "--scenario", scenario, "--timeout", "60")
+    assert code == 1, out
+    assert report["stopped_because"] == "finding"
+    found = {f["rule"]: f for f in report["findings"]}
+    assert rule in found and found[rule]["severity"] == "error" and found[rule]["kind"] == kind
+    assert rule in junit_failures(suite)
+    # The state was collected where the guest stopped, as JSON of each command.
+    assert report["state"]["info cpl"]["cpl"] == 0
+    assert report["state"]["sysret-watch status"]["findings"] == 1
+    assert "entries" in report["state"]["info gdt"]
+
+
+@pytest.mark.qemu
+def test_exception_without_the_watch(tmp_path, kernel_paths):
+    code, report, suite, out = run_triage(tmp_path, "--scenario", "gdt-order", "--no-watch", "--timeout", "60")
+    assert code == 1, out
+    exc = report["exception"]
+    assert report["stopped_because"] == "exception"
+    assert (exc["vector"], exc["name"], exc["error_code"], exc["cs"]) == (13, "#GP", 0x28, 0x08)
+    assert exc["symbol"] == "int80_return_iretq"
+    assert report["findings"] == []
+    assert "guest exception" in junit_failures(suite)
+    assert all(g["present"] for g in report["state"]["info idt"]["gates"])
+
+
+@pytest.mark.qemu
+def test_a_hang_is_cut_off_and_reported(tmp_path, kernel_paths):
+    code, report, suite, out = run_triage(tmp_path, "--scenario", "spin", "--timeout", "8")
+    assert code == 1, out
+    assert report["stopped_because"] == "timeout"
+    assert "timeout" in junit_failures(suite)["guest exit"]
+    assert report["durations"]["run"] < 20
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--efi", "/nonexistent/BOOTX64.EFI"], "not found"),
+    (["--bogus-flag"], "unrecognized arguments"),
+    (["--scenario", "nope"], "unknown scenario"),
+    (["--scenario", "ok", "--efi", "x.efi"], "not allowed with"),
+])
+def test_unusable_input_exits_2_with_one_line(capsys, argv, words):
+    assert triage.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("triage: error:") and words in err
+
+
+def test_wrapper_reports_bad_input_too(tmp_path):
+    proc = subprocess.run([str(ROOT / "scripts" / "triage"), "--scenario", "nope"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown scenario" in proc.stderr
+
+
+# -- the pieces, on real text ------------------------------------------------
+
+FAULT = ("[kernel] FAULT vector=13 (#GP) error=0x0028 cr2=0x0 rip=0xffffffff80001a62 cs=0x08 "
+         "rflags=0x82 rsp=0xffffffff8000c618 ss=0x00 cpl=0\n")
+
+
+def test_fault_line_from_the_serial_log():
+    exc = triage.parse_fault_line("scenario: gdt-order\n" + FAULT)
+    assert exc is not None
+    assert (exc["vector"], exc["name"], exc["error_code"], exc["rip"], exc["cs"]) == (13, "#GP", 0x28,
+                                                                                      0xffffffff80001a62, 8)
+    assert triage.parse_fault_line("exit: ok\n") is None
+
+
+def test_gdb_array_output_with_repeats():
+    assert triage.parse_words("{0x0 <repeats 15 times>, 0xd, 0x28, 0xffffffff80001a62}") == [0] * 15 + [
+        13, 0x28, 0xffffffff80001a62]
+
+
+def test_junit_marks_timeout_and_findings():
+    r = triage.Triage(scenario="x", stopped_because="timeout",
+                      findings=[{"rule": "SR-SCE", "severity": "error", "message": "EFER.SCE is 0"}])
+    suite = ET.fromstring(triage.junit_xml(r))
+    assert set(junit_failures(suite)) == {"SR-SCE", "guest exit"}
+    assert r.status == 1
+    assert triage.Triage(scenario="ok", exit_code=33, stopped_because="guest-exit").status == 0
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_junit_survives_firmware_escape_codes():
+    # OVMF writes ANSI escapes (ESC is not allowed in XML 1.0) to the serial port.
+    r = triage.Triage(scenario="ok", serial_log="BdsDxe\x1b[0m\x1b[37m\x00 loading\n", exit_code=35,
+                      stopped_because="guest-exit")
+    suite = ET.fromstring(triage.junit_xml(r))
+    assert "loading" in suite.find("system-out").text
+    assert "35" in junit_failures(suite)["guest exit"]
