@@ -2,7 +2,7 @@
 bundled kernel under QEMU.
 
     with kernel_session("spin") as (qemu, gdb):
-        gdb.command("break user_main")
+        gdb.command("tbreak user_main")
         gdb.resume_until_stop(60)
         report = gdb.json("info cpl")
 
@@ -11,15 +11,15 @@ whatever the test did.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, ContextManager, Iterator, Tuple
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
 from gdbext import launch
 from gdbext.driver import GdbDriver
 
-Session = Tuple[launch.Qemu, GdbDriver]
+Session = tuple[launch.Qemu, GdbDriver]
 
 
 @contextmanager
@@ -42,7 +42,7 @@ def _session(paths: launch.KernelPaths, scenario: str = "spin", wait: bool = Tru
 
 
 @pytest.fixture
-def kernel_session(kernel_paths: launch.KernelPaths) -> Callable[..., ContextManager[Session]]:
+def kernel_session(kernel_paths: launch.KernelPaths) -> Callable[..., AbstractContextManager[Session]]:
     """kernel_session(scenario="spin", wait=True, smp=1, connect=True) -> a context
     manager yielding (qemu, gdb driver): the bundled kernel booted with a gdb stub on
     a free port, gdb with the kernel's symbols and gdbext loaded, connected unless
@@ -50,7 +50,7 @@ def kernel_session(kernel_paths: launch.KernelPaths) -> Callable[..., ContextMan
     wait=True the vCPUs sit at the reset vector until gdb continues them."""
 
     def open_session(scenario: str = "spin", wait: bool = True, smp: int = 1,
-                     connect: bool = True) -> ContextManager[Session]:
+                     connect: bool = True) -> AbstractContextManager[Session]:
         return _session(kernel_paths, scenario, wait, smp, connect)
 
     return open_session

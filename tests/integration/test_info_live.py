@@ -199,7 +199,7 @@ def state_digest(gdb: GdbDriver, mask_limit_nibble: bool = False) -> str:
     regs = gdb.command("info all-registers")
     code = gdb.command("x/16xb $pc")
     gdt = gdb.command(f"x/{hmp.gdt.limit + 1}xb {hmp.gdt.base:#x}")
-    return hashlib.sha256("\0".join((hmp_text, regs, code, gdt)).encode()).hexdigest()
+    return hashlib.sha256(f"{hmp_text}\0{regs}\0{code}\0{gdt}".encode()).hexdigest()
 
 
 # Every one must leave the vCPU as it was.  In ring 3, commands that read an MSR
