@@ -21,13 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from gdbext import launch
 from gdbext.checks.sysret import RULES
@@ -89,16 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 class Triage:
     """Everything the report says; to_json() is the --json document."""
 
-    scenario: Optional[str]
-    findings: List[Dict[str, Any]] = field(default_factory=list)
-    exception: Optional[Dict[str, Any]] = None
-    exit_code: Optional[int] = None
+    scenario: str | None
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    exception: dict[str, Any] | None = None
+    exit_code: int | None = None
     stopped_because: str = ""
     guest_status: str = ""
     serial_log: str = ""
-    state: Dict[str, Any] = field(default_factory=dict)
-    durations: Dict[str, float] = field(default_factory=dict)
-    errors: List[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
     @property
     def guest_failed(self) -> bool:
@@ -110,7 +113,7 @@ class Triage:
             return EXIT_FAILED
         return EXIT_CLEAN
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
                 "guest_status": self.guest_status, "stopped_because": self.stopped_because,
                 "scenario": self.scenario, "serial_log": self.serial_log, "state": self.state,
@@ -125,7 +128,7 @@ def exception_name(vector: int) -> str:
     return EXCEPTION_NAMES[vector] if 0 <= vector < len(EXCEPTION_NAMES) else "interrupt"
 
 
-def parse_fault_line(serial: str) -> Optional[Dict[str, Any]]:
+def parse_fault_line(serial: str) -> dict[str, Any] | None:
     """The first FAULT line of the bundled kernel's log, as an exception record."""
     m = FAULT_LINE.search(serial)
     if m is None:
@@ -136,9 +139,9 @@ def parse_fault_line(serial: str) -> Optional[Dict[str, Any]]:
             "cs": int(m.group(6), 16) if m.group(6) else None, "symbol": None, "source": "serial log"}
 
 
-def parse_words(text: str) -> List[int]:
+def parse_words(text: str) -> list[int]:
     """gdb's `output/x` of an array: {0x1, 0x2, ...} (gdb folds repeats as `<repeats N times>`)."""
-    words: List[int] = []
+    words: list[int] = []
     for item in text.strip().strip("{}").split(","):
         m = re.match(r"\s*(0x[0-9a-fA-F]+|\d+)(?:\s*<repeats (\d+) times>)?", item)
         if m:
@@ -146,7 +149,7 @@ def parse_words(text: str) -> List[int]:
     return words
 
 
-def findings_from_watch(last: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def findings_from_watch(last: dict[str, Any] | None) -> list[dict[str, Any]]:
     """sysret-watch's last finding, one record per failed rule."""
     if not last:
         return []
@@ -154,7 +157,7 @@ def findings_from_watch(last: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [dict(f, **where) for f in last.get("findings", [])]
 
 
-def _symbolize(driver, address: int) -> Optional[str]:
+def _symbolize(driver, address: int) -> str | None:
     try:
         out = driver.command(f"info symbol {address:#x}", timeout=COMMAND_TIMEOUT).strip()
     except Exception:  # noqa: BLE001 - a missing symbol is only a missing name
@@ -162,11 +165,11 @@ def _symbolize(driver, address: int) -> Optional[str]:
     return None if not out or out.startswith("No symbol") else out.split(" in section")[0]
 
 
-def _exception_from_frame(driver) -> Dict[str, Any]:
+def _exception_from_frame(driver) -> dict[str, Any]:
     words = parse_words(driver.command(f"output/x *(unsigned long (*)[{FRAME_WORDS}])$rdi", timeout=COMMAND_TIMEOUT))
     if len(words) != FRAME_WORDS:
         raise TriageError(f"could not read the exception frame at RDI ({len(words)} words)")
-    exc: Dict[str, Any] = {k: words[i] for k, i in FRAME_INDEX.items()}
+    exc: dict[str, Any] = {k: words[i] for k, i in FRAME_INDEX.items()}
     exc["name"] = exception_name(exc["vector"])
     exc["cr2"] = int(driver.command("output/x $cr2", timeout=COMMAND_TIMEOUT).strip(), 16)
     exc["symbol"] = _symbolize(driver, exc["rip"])
@@ -178,7 +181,7 @@ def _exception_from_frame(driver) -> Dict[str, Any]:
 # Collecting state
 # ---------------------------------------------------------------------------
 
-def _idt_summary(doc: Dict[str, Any]) -> Dict[str, Any]:
+def _idt_summary(doc: dict[str, Any]) -> dict[str, Any]:
     gates = [g for g in doc.get("gates", []) if g.get("present")]
     return dict(doc, gates=gates)
 
@@ -215,9 +218,9 @@ def _run_json(driver, command: str, scratch: Path) -> Any:
         return {"error": f"{command} --json printed no JSON: {doc['output'][:200]!r}"}
 
 
-def collect_state(driver, extra_addresses: Dict[str, int]) -> Dict[str, Any]:
+def collect_state(driver, extra_addresses: dict[str, int]) -> dict[str, Any]:
     """Every command's JSON; a failed command becomes {"error": ...}."""
-    state: Dict[str, Any] = {}
+    state: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="gdbext-triage-") as scratch:
         def run(command: str) -> Any:
             return _run_json(driver, command, Path(scratch))
@@ -239,7 +242,7 @@ def collect_state(driver, extra_addresses: Dict[str, int]) -> Dict[str, Any]:
 # The run
 # ---------------------------------------------------------------------------
 
-def _options(args: argparse.Namespace, qemu_args: List[str]) -> launch.QemuOptions:
+def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptions:
     for label, path in (("EFI image", args.efi), ("kernel", args.kernel), ("initrd", args.initrd), ("ELF", args.elf)):
         if path is not None and not path.is_file():
             raise TriageError(f"{label} {path} not found")
@@ -260,7 +263,7 @@ def _bundled(args: argparse.Namespace) -> bool:
     return args.efi is None and args.kernel is None
 
 
-def _break(driver, location: str) -> Optional[int]:
+def _break(driver, location: str) -> int | None:
     """A breakpoint's number, or None when gdb cannot place it (no such symbol)."""
     from gdbext.driver import GdbError
 
@@ -272,12 +275,12 @@ def _break(driver, location: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def _watch_status(driver) -> Dict[str, Any]:
+def _watch_status(driver) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gdbext-triage-") as scratch:
         return _run_json(driver, "sysret-watch status", Path(scratch))
 
 
-def run(args: argparse.Namespace, qemu_args: List[str]) -> Triage:
+def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
     from gdbext.driver import GdbDriver, GdbError, GdbTimeout
 
     t_start = time.monotonic()
@@ -346,7 +349,7 @@ def _arm(driver, args: argparse.Namespace, report: Triage) -> None:
         report.errors.append(f"sysret-watch on: {exc}")
 
 
-def _classify(driver, qemu: launch.Qemu, stop, fault_bp: Optional[int], until_bp: Optional[int],
+def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: int | None,
               report: Triage) -> None:
     """Why the guest stopped, and what that says."""
     if stop is None:
@@ -386,7 +389,7 @@ def _classify(driver, qemu: launch.Qemu, stop, fault_bp: Optional[int], until_bp
 # Output
 # ---------------------------------------------------------------------------
 
-def _hex(value: Optional[int]) -> str:
+def _hex(value: int | None) -> str:
     return "-" if value is None else f"{value:#x}"
 
 
@@ -434,14 +437,14 @@ def junit_xml(report: Triage) -> str:
     suite = ET.Element("testsuite", name="gdbext-triage")
     failures = 0
 
-    def case(name: str, failure: Optional[str], detail: str = "") -> None:
+    def case(name: str, failure: str | None, detail: str = "") -> None:
         nonlocal failures
         tc = ET.SubElement(suite, "testcase", classname="gdbext-triage", name=name)
         if failure is not None:
             failures += 1
             ET.SubElement(tc, "failure", message=xml_text(failure)).text = xml_text(detail or failure)
 
-    by_rule: Dict[str, List[Dict[str, Any]]] = {}
+    by_rule: dict[str, list[dict[str, Any]]] = {}
     for f in report.findings:
         by_rule.setdefault(f["rule"], []).append(f)
     for rule in [r.id for r in RULES] + sorted(set(by_rule) - {r.id for r in RULES}):
@@ -466,7 +469,7 @@ def junit_xml(report: Triage) -> str:
     return ET.tostring(suite, encoding="unicode")
 
 
-def _split_qemu_args(argv: Sequence[str]) -> tuple[List[str], List[str]]:
+def _split_qemu_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     argv = list(argv)
     if "--" in argv:
         i = argv.index("--")
@@ -474,7 +477,14 @@ def _split_qemu_args(argv: Sequence[str]) -> tuple[List[str], List[str]]:
     return argv, []
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _terminate(signum: int, frame: object) -> None:
+    # CI cancels a job with SIGTERM: unwind through the finally blocks that stop QEMU and gdb.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     ours, qemu_args = _split_qemu_args(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(ours)

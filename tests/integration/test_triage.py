@@ -24,7 +24,7 @@ def run_triage(tmp_path: Path, *args: str) -> tuple[int, dict, ET.Element, str]:
     report, junit = tmp_path / "report.json", tmp_path / "junit.xml"
     env = dict(os.environ, CI="true")
     proc = subprocess.run([str(ROOT / "scripts" / "triage"), *args, "--json", str(report), "--junit", str(junit)],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180, env=env)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180, env=env, check=False)
     return proc.returncode, json.loads(report.read_text()), ET.parse(junit).getroot(), proc.stdout
 
 
@@ -79,6 +79,18 @@ def test_exception_without_the_watch(tmp_path, kernel_paths):
 
 
 @pytest.mark.qemu
+def test_until_stops_cleanly_and_keeps_the_serial_log(tmp_path, kernel_paths):
+    serial = tmp_path / "serial.log"
+    code, report, suite, out = run_triage(tmp_path, "--scenario", "ok", "--until", "enter_user",
+                                          "--serial", str(serial), "--timeout", "60")
+    assert code == 0, out
+    assert report["stopped_because"] == "until" and report["exit_code"] is None
+    assert report["state"]["info cpl"]["cpl"] == 0
+    assert "scenario: ok" in serial.read_text()
+    assert suite.get("failures") == "0"
+
+
+@pytest.mark.qemu
 def test_a_hang_is_cut_off_and_reported(tmp_path, kernel_paths):
     code, report, suite, out = run_triage(tmp_path, "--scenario", "spin", "--timeout", "8")
     assert code == 1, out
@@ -101,7 +113,7 @@ def test_unusable_input_exits_2_with_one_line(capsys, argv, words):
 
 def test_wrapper_reports_bad_input_too(tmp_path):
     proc = subprocess.run([str(ROOT / "scripts" / "triage"), "--scenario", "nope"], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "unknown scenario" in proc.stderr
 
 
