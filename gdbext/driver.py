@@ -83,12 +83,15 @@ class GdbDriver:
         deadline = time.monotonic() + (timeout or self.timeout)
         seen: List[Dict] = []
         while True:
-            for msg in self._pending or self._read(min(0.5, max(0.0, deadline - time.monotonic()))):
+            batch = self._pending or self._read(min(0.5, max(0.0, deadline - time.monotonic())))
+            self._pending = []
+            for i, msg in enumerate(batch):
                 if msg.get("type") == "result" and msg.get("token") == token and msg.get("message") in final:
-                    self._pending = []
+                    # What came after the result in the same read belongs to
+                    # whatever is next: keep it for the next reader.
+                    self._pending = batch[i + 1:]
                     return msg, seen
                 seen.append(msg)
-            self._pending = []
             if time.monotonic() > deadline:
                 raise GdbTimeout(f"gdb gave no answer to {command!r} in {timeout or self.timeout:.0f}s")
 
@@ -139,16 +142,20 @@ class GdbDriver:
         deadline = time.monotonic() + timeout
         console = []
         while time.monotonic() < deadline:
-            for msg in self._read(min(0.5, max(0.0, deadline - time.monotonic()))):
+            batch = self._pending or self._read(min(0.5, max(0.0, deadline - time.monotonic())))
+            self._pending = []
+            for i, msg in enumerate(batch):
                 if msg.get("type") in ("console", "target", "output", "log"):
                     console.append(msg.get("payload") or "")
                 if msg.get("type") == "notify" and msg.get("message") == "stopped":
                     payload = msg.get("payload") or {}
+                    self._pending = batch[i + 1:]
                     return Stop(payload.get("reason", ""), payload, "".join(console))
                 if msg.get("type") == "notify" and msg.get("message") == "thread-group-exited":
                     # QEMU exited (the guest powered off or asked isa-debug-exit to end
                     # it): gdb says only that the connection closed.
                     self.target_gone = True
+                    self._pending = batch[i + 1:]
                     return Stop("exited", msg.get("payload") or {}, "".join(console))
         return None
 
