@@ -301,21 +301,11 @@ def register() -> None:
         cls()
     CplFunction()
     MsrFunction()
-    _register_optional()
+    from gdbext.commands import paging, sysret  # they build on this module
+
+    paging.register()
+    sysret.register()
     target.connect_events()
     if gdb.selected_thread() is not None:
         target.reset_phys_mode()
 
-
-def _register_optional() -> None:
-    """Commands living in their own modules (page tables, sysret)."""
-    import importlib
-
-    for module in ("gdbext.commands.paging", "gdbext.commands.sysret"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register()
