@@ -94,8 +94,8 @@ def check_cpl_and_efer(gdb: GdbDriver, hmp: HmpRegisters, cpu: int = 0) -> dict:
 def check_gdt(gdb: GdbDriver, hmp: HmpRegisters) -> dict:
     """GDTR and every live segment's table entry against QEMU's caches.
 
-    --no-star: reading STAR executes rdmsr in the guest (see the module's report on
-    that); the GDT itself needs no MSR."""
+    --no-star: the table needs no MSR, so this comparison does not depend on the
+    rdmsr injection that reading STAR takes (that is checked on its own)."""
     gdt = gdb.json("info gdt --no-star")
     assert (gdt["base"], gdt["limit"]) == (hmp.gdt.base, hmp.gdt.limit)
     by_index = {e["index"]: e for e in gdt["entries"]}
@@ -167,7 +167,7 @@ def test_values_equal_qemu_from_loader_to_ring3(kernel_session):
             assert gates[vector]["selector"] == hmp.segments["cs"].selector
         assert gdb.json("info idt 14")["gates"] == [gates[14]]
 
-        # Ring 3: the user program's first instruction after sysret.
+        # Ring 3: the user program's C entry, called from user_start after the sysret.
         run_to(gdb, "user_main")
         hmp = monitor(gdb)
         cpl = check_cpl_and_efer(gdb, hmp)
