@@ -29,16 +29,10 @@ BOOT_TIMEOUT = 90.0  # OVMF alone takes a few seconds; TCG under parallel load m
 def run_to(gdb: GdbDriver, location: str, timeout: float = BOOT_TIMEOUT) -> Stop:
     """A temporary breakpoint at `location`, continue, and insist it was hit.
 
-    A temporary one, so no breakpoint sits at RIP afterwards (rdmsr injection
-    steps there).  The continue is written raw and the stop read from the whole
-    stream: GdbDriver.resume_until_stop loses a *stopped record that arrives in
-    the same read as the ^running result (a breakpoint close ahead)."""
+    A temporary one, so no breakpoint is left at RIP where rdmsr injection
+    steps."""
     gdb.command(f"tbreak {location}")
-    gdb._gdb.write("-exec-continue", read_response=False)
-    stop = gdb._wait_stop(timeout)
-    if stop is None:
-        gdb._gdb.write("-exec-interrupt", read_response=False)
-        gdb._wait_stop(10)
+    stop = gdb.resume_until_stop(timeout)
     assert stop is not None, f"no stop at {location} within {timeout:g} s"
     assert stop.reason == "breakpoint-hit", f"stopped for {stop.reason!r}, not at {location}"
     assert stop.address == symbol_address(gdb, location)
