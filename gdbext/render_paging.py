@@ -377,9 +377,10 @@ def _rights_cell(r: Range) -> str:
     return text
 
 
-def _kind(r: Range) -> tuple:
-    return (r.va_end - r.va_start, r.pa_start, r.page_size, r.user, r.writable, r.executable,
-            r.global_, r.pkey)
+def _same_kind(a: Range, b: Range) -> bool:
+    return (a.pa_start == b.pa_start and a.va_end - a.va_start == b.va_end - b.va_start
+            and a.page_size == b.page_size and a.user == b.user and a.writable == b.writable
+            and a.executable == b.executable and a.global_ == b.global_ and a.pkey == b.pkey)
 
 
 def fold_repeats(ranges: Sequence[Range], least: int = FOLD_AT_LEAST) -> list[tuple[Range, int, int]]:
@@ -391,20 +392,23 @@ def fold_repeats(ranges: Sequence[Range], least: int = FOLD_AT_LEAST) -> list[tu
     text says it once with the count, instead of 65,536 near-identical lines.
     """
     out: list[tuple[Range, int, int]] = []
-    starts = [r.va_start for r in ranges]
-    kinds = [_kind(r) for r in ranges]
+    least = max(least, 2)  # a "run" of one is just a range
     i, n = 0, len(ranges)
     while i < n:
+        first = ranges[i]
         j = i + 1
-        if j < n and kinds[j] == kinds[i]:
-            stride = starts[j] - starts[i]
-            while j < n and kinds[j] == kinds[i] and starts[j] - starts[j - 1] == stride:
+        # Neighbours almost never share a frame; test that first, it is cheap.
+        if j < n and ranges[j].pa_start == first.pa_start and _same_kind(first, ranges[j]):
+            stride = ranges[j].va_start - first.va_start
+            j += 1
+            while (j < n and ranges[j].va_start - ranges[j - 1].va_start == stride
+                   and _same_kind(first, ranges[j])):
                 j += 1
         if j - i >= least:
-            out.append((ranges[i], j - i, starts[i + 1] - starts[i]))
+            out.append((first, j - i, ranges[i + 1].va_start - first.va_start))
             i = j
         else:
-            out.append((ranges[i], 1, 0))
+            out.append((first, 1, 0))
             i += 1
     return out
 
