@@ -384,7 +384,13 @@ class _Rdmsr:
                 f"gdbext: vCPU {self.snap.cpu} is halted in HLT; QEMU's stub cannot step it without waking it, "
                 "so MSRs other than EFER/FS/GS/KERNEL_GS bases are not read (stop it while it runs)")
         cs = self.snap.segments.get("cs")
-        if self.snap.cr0 & 1 and self.snap.efer & (1 << 10) and cs is not None and not cs.long:
+        if not self.snap.cr0 & 1 or cs is None or cs.base != 0:
+            # Real mode (or a CS with a base): RIP is not the linear address of
+            # the code, so the bytes written would not be the bytes executed.
+            raise TargetError(
+                f"gdbext: vCPU {self.snap.cpu} is in real mode or runs with a CS base; rdmsr is injected only "
+                "where code addresses are linear (protected or 64-bit mode, flat CS)")
+        if self.snap.efer & (1 << 10) and not cs.long:
             raise TargetError(
                 f"gdbext: vCPU {self.snap.cpu} is in compatibility mode; gdb sees only 32-bit registers there, "
                 "so rdmsr is not injected")

@@ -380,7 +380,7 @@ JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
 
 
 class SysretOk(gdb.Function):
-    """$sysret_ok() - 1 if a sysretq executed now would pass every error rule, else 0.
+    """$sysret_ok([32|64]) - 1 if the sysret at RIP (or a sysretq now) would pass every error rule, else 0.
 
 Usable in breakpoint conditions (then it uses the MSRs sysret-watch knows,
 since no rdmsr can run while gdb evaluates a condition)."""
@@ -389,8 +389,8 @@ since no rdmsr can run while gdb evaluates a condition)."""
         super().__init__("sysret_ok")
 
     def invoke(self, opsize=None):
-        size = int(opsize) if opsize is not None else 64
         snap = target.snapshot()
+        size = int(opsize) if opsize is not None else (_site_opsize(snap.rip) or 64)
         if WATCH.msrs.get(snap.cpu):
             snap.msrs.update(WATCH.msrs[snap.cpu])
         return int(rules.evaluate(snap, opsize=size).ok())
