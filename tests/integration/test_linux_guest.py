@@ -535,6 +535,50 @@ def _only_limit_nibble_of_sysret_caches(before: dict[str, str], after: dict[str,
     return True
 
 
+def run_to_sysretq(b: Booted) -> int:
+    """Stop on Linux's own sysretq: break on entry_SYSRETQ_unsafe_stack (swapgs,
+    then alternatives) and step to the instruction."""
+    g = b.gdb
+    label = b.ksyms["entry_SYSRETQ_unsafe_stack"]
+    g.command("delete")
+    g.command(f"break *{label:#x}")
+    stop = resume(g, STOP_TIMEOUT)
+    g.command("delete")
+    assert stop is not None and stop.address == label, f"no stop at entry_SYSRETQ_unsafe_stack: {stop}"
+    for _ in range(8):
+        if "sysretq" in g.command("x/i $pc"):
+            return int(g.command("output/x $pc").strip(), 16)
+        assert resume(g, STOP_TIMEOUT, "-exec-step-instruction") is not None
+    raise AssertionError(f"no sysretq within 8 instructions of {label:#x}")
+
+
+@pytest.mark.qemu
+def test_sysret_rules_pass_on_linux(linux):
+    """Linux's SYSRET is right by construction: every rule must pass at its
+    sysretq, and a watch over its syscall loop must stop nowhere."""
+    sysretq = run_to_sysretq(linux)
+    assert linux.ksyms["entry_SYSRETQ_unsafe_stack"] < sysretq < linux.ksyms["entry_SYSRETQ_end"]
+    check = linux.gdb.json("sysret-check")
+    assert check["at_sysret"] and check["address"] == sysretq
+    assert check["findings"] == [], check["findings"]
+    assert {c["status"] for c in check["checked"]} == {"pass"}, check["checked"]
+
+    g = linux.gdb
+    status = g.json("sysret-watch on")
+    try:
+        assert sysretq in status["sites"], f"sysretq {sysretq:#x} not among the watched sites {status['sites']}"
+        if "entry_SYSRETL_compat_unsafe_stack" in linux.ksyms:
+            low, high = linux.ksyms["entry_SYSRETL_compat_unsafe_stack"], linux.ksyms["entry_SYSRETL_compat_end"]
+            assert any(low <= site < high for site in status["sites"]), "the compat sysretl is not watched"
+        stop = resume(g, 10)
+        assert stop is None, f"sysret-watch stopped Linux: {stop.console[-1500:]}"
+        status = g.json("sysret-watch status")
+        assert status["findings"] == 0
+        assert status["checks"] >= 100, f"only {status['checks']} sysret checks in 10 s of the syscall loop"
+    finally:
+        g.command("sysret-watch off")
+
+
 @pytest.mark.qemu
 def test_kaslr_and_four_level_paging(guest):
     """Debian's default randomized layout, and no5lvl: the same checks hold."""
