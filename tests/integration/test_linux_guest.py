@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import pytest
 
 from gdbext import launch, linuxguest
-from gdbext.driver import GdbDriver, Stop
+from gdbext.driver import GdbDriver
 
 # Under TCG a boot to GUEST READY takes 5-10 s on an idle machine; with
 # other QEMUs running in parallel it has taken over 20 s.
@@ -271,28 +271,13 @@ def boot(guest: linuxguest.LinuxGuest, **variant) -> Iterator[Booted]:
         assert not qemu.running, "a QEMU outlived its test"
 
 
-def resume(g: GdbDriver, timeout: float, command: str = "-exec-continue") -> Stop | None:
-    """GdbDriver.resume_until_stop without losing a quick stop.
-
-    The driver's mi() returns at the `^running` record and drops the rest of
-    the batch it read; a breakpoint on the SYSCALL entry is hit within
-    microseconds, so its `*stopped` record arrives in that same batch and was
-    lost (the driver then waited the whole timeout).  Sending the command
-    without a token leaves every record to _wait_stop."""
-    g._gdb.write(command, read_response=False)
-    stop = g._wait_stop(timeout)
-    if stop is None:
-        g.interrupt()
-    return stop
-
-
 def stop_in_kernel(b: Booted) -> Monitor:
     """Run to the first instruction of the SYSCALL entry (CPL 0, user CR3 under KPTI)."""
     g = b.gdb
     entry = b.ksyms["entry_SYSCALL_64"]
     g.command("delete")
     g.command(f"break *{entry:#x}")
-    stop = resume(g, STOP_TIMEOUT)
+    stop = g.resume_until_stop(STOP_TIMEOUT)
     g.command("delete")
     assert stop is not None and stop.address == entry, f"no stop at entry_SYSCALL_64 {entry:#x}: {stop}"
     m = monitor(g)
@@ -316,13 +301,13 @@ def stop_in_user(b: Booted, via: str = "sysret") -> Monitor:
     label = b.ksyms[RETURN_PATHS[via]]
     g.command("delete")
     g.command(f"break *{label:#x}")
-    stop = resume(g, STOP_TIMEOUT)
+    stop = g.resume_until_stop(STOP_TIMEOUT)
     g.command("delete")
     assert stop is not None and stop.address == label, f"no stop at {RETURN_PATHS[via]} {label:#x}: {stop}"
     for _ in range(100):  # the IRET path is ~30 instructions (pops, CR3 switch, swapgs, iretq)
         if int(g.command("output $cs & 3").strip()) == 3:
             break
-        stop = resume(g, STOP_TIMEOUT, "-exec-step-instruction")
+        stop = g.resume_until_stop(STOP_TIMEOUT, "-exec-step-instruction")
         assert stop is not None, f"a single step on the {via} path did not stop"
     m = monitor(g)
     assert m.cpl == 3 and m.rip < 1 << 47, f"not in user mode after the {via} path: CPL={m.cpl} RIP={m.rip:#x}"
@@ -447,7 +432,7 @@ def test_workload_makes_system_calls(linux):
         return int(found[-1]) if found else 0
 
     before = count()
-    resume(linux.gdb, 8)   # nothing to stop at: runs 8 s, then is interrupted
+    linux.gdb.resume_until_stop(8)   # nothing to stop at: runs 8 s, then is interrupted
     assert count() > before, "the syscall loop printed no progress in 8 s of running"
 
 
@@ -542,13 +527,13 @@ def run_to_sysretq(b: Booted) -> int:
     label = b.ksyms["entry_SYSRETQ_unsafe_stack"]
     g.command("delete")
     g.command(f"break *{label:#x}")
-    stop = resume(g, STOP_TIMEOUT)
+    stop = g.resume_until_stop(STOP_TIMEOUT)
     g.command("delete")
     assert stop is not None and stop.address == label, f"no stop at entry_SYSRETQ_unsafe_stack: {stop}"
     for _ in range(8):
         if "sysretq" in g.command("x/i $pc"):
             return int(g.command("output/x $pc").strip(), 16)
-        assert resume(g, STOP_TIMEOUT, "-exec-step-instruction") is not None
+        assert g.resume_until_stop(STOP_TIMEOUT, "-exec-step-instruction") is not None
     raise AssertionError(f"no sysretq within 8 instructions of {label:#x}")
 
 
@@ -570,7 +555,7 @@ def test_sysret_rules_pass_on_linux(linux):
         if "entry_SYSRETL_compat_unsafe_stack" in linux.ksyms:
             low, high = linux.ksyms["entry_SYSRETL_compat_unsafe_stack"], linux.ksyms["entry_SYSRETL_compat_end"]
             assert any(low <= site < high for site in status["sites"]), "the compat sysretl is not watched"
-        stop = resume(g, 10)
+        stop = g.resume_until_stop(10)
         assert stop is None, f"sysret-watch stopped Linux: {stop.console[-1500:]}"
         status = g.json("sysret-watch status")
         assert status["findings"] == 0
@@ -599,7 +584,7 @@ def test_idle_guest_halted_in_kernel(guest):
         g = b.gdb
         m: Monitor | None = None
         for _ in range(20):
-            resume(g, 0.5)   # interrupted after half a second
+            g.resume_until_stop(0.5)   # interrupted after half a second
             m = monitor(g)
             if m.halted:
                 break
