@@ -12,8 +12,8 @@ Later calls find both and return at once; a change under tests/linux/rootfs
 rebuilds only the initramfs.  Standard library only: the tests, benchmarks
 and scripts/linux-guest use it without gdb.
 
-Facts about this kernel under QEMU 7.2 TCG with `-cpu max` (measured, see
-scripts/linux-guest): it uses 5-level paging (CR4.LA57) unless `no5lvl` is
+Facts about this kernel under QEMU 7.2 TCG with `-cpu max` (measured; more in
+tests/linux/README.md): it uses 5-level paging (CR4.LA57) unless `no5lvl` is
 given; `pti=on` makes KPTI certain (QEMU's max CPU may report itself not
 vulnerable); kallsyms prints the real (relocated) addresses, so the KSYM
 lines match the running kernel with or without KASLR.
