@@ -209,12 +209,15 @@ code the CPU would push, and why.  A non-canonical VA is said in one line.
 --kpti walks the other half of Linux's page-table-isolation pair: CR3 with
 bit 12 flipped, i.e. the user tables when stopped in the kernel and the
 kernel tables when stopped in user mode (or on the entry trampoline).
+--fresh reads the registers and tables again, as a new stop would.
 
 JSON: {"va", "pa" (null if unmapped), "page_size", "user", "writable",
 "executable", "global", "pkey", "problem", "levels": [{"name", "table",
 "index", "entry", "flags", "present", "reserved", "leaf", "problem", ...}],
 "access": {"user"|"supervisor": {"read"|"write"|"exec": {"faults",
-"error_code", "error_bits", "reason"}}}, "context": {...}, "notes"}."""
+"error_code", "error_bits", "reason"}}}, "context": {"cr0", "cr3", "cr4",
+"efer", "root", "pcid", "levels", "wp", "nxe", "smep", "smap", "pke",
+"pkru", ...}, "cpl", "phys_source", "notes"}."""
 
     NAME = "pagewalk"
     COMMAND_CLASS = gdb.COMMAND_DATA
@@ -257,6 +260,9 @@ VA start and end, size, PA start, page size, U/S (U: user-accessible at every
 level), R/W (RW: writable at every level), X (NX set at no level, with
 EFER.NXE), G (global leaf), and the protection key when CR4.PKE/PKS is on.
 Rights are the effective ones over all levels, not the leaf's own bits.
+The table shows a mapping repeated at a fixed stride (the same frames, the
+same rights: Linux's ESPFIX area maps one page 65,536 times) as one line with
+its count; --json lists every range.
 
 --user / --kernel   only user-accessible / only supervisor-only ranges
 --wx                only writable-and-executable ranges, user ones first
@@ -273,8 +279,10 @@ Tables are read whole (4 KiB), once per stop, a level at a time; entries
 with reserved bits are not mappings and are listed as warnings.
 JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
 "pages", "user", "writable", "executable", "global", "pkey"}], "cr3", "root",
-"levels": 4|5, "total", "shown", "tables_read", "fetched", "seconds",
-"problems": [{"va", "problem"}], "phys": {"pa", "vas"} (with --phys), "notes"}."""
+"levels": 4|5, "total" (before --limit), "shown", "tables_read", "fetched"
+(read from the target by this command), "seconds", "problems": [{"va",
+"problem"}], "phys": {"pa", "vas"} (with --phys), "context", "filter", "cpl",
+"phys_source", "notes"}."""
 
     NAME = "ptdump"
     COMMAND_CLASS = gdb.COMMAND_DATA

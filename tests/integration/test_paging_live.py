@@ -239,6 +239,9 @@ class Session:
         self.ram_mib = ram_mib
         self.ram_file = ram_file
         self.is_kernel = name.startswith("kernel")
+        self.is_linux = name.startswith("linux")
+        self._tlb: list[TlbPage] | None = None
+        self._dump: dict | None = None
 
     def cmd(self, text: str, timeout: float = 120) -> str:
         return self.gdb.command(text, timeout=timeout)
@@ -247,7 +250,16 @@ class Session:
         return self.gdb.json(text, timeout=timeout)
 
     def info_tlb(self) -> list[TlbPage]:
-        return parse_info_tlb(self.cmd("monitor info tlb"))
+        """The oracle's pages, read once: the guest stays stopped for the whole module."""
+        if self._tlb is None:
+            self._tlb = parse_info_tlb(self.cmd("monitor info tlb"))
+        return self._tlb
+
+    def dump(self) -> dict:
+        """`ptdump --json`, read once, like info_tlb."""
+        if self._dump is None:
+            self._dump = self.json("ptdump")
+        return self._dump
 
     def gva2gpa(self, va: int) -> int | None:
         out = self.cmd(f"monitor gva2gpa {va:#x}").strip()
@@ -337,7 +349,8 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
-TARGETS = ("ovmf", "ovmf-ramfile", "kernel", "kernel-ramfile")
+TARGETS = ("ovmf", "ovmf-ramfile", "kernel", "kernel-ramfile", "linux")
+LINUX_RAM_MIB = 1024
 
 
 @pytest.fixture(scope="module", params=TARGETS)
@@ -357,11 +370,23 @@ def session(request) -> Iterator[Session]:
             if ram_path:
                 os.unlink(ram_path)
         return
-    paths = request.getfixturevalue("kernel_paths")
-    opts = launch.QemuOptions(scenario="spin", gdb_port=0, ram_file=ram_file)
+    if name == "linux":
+        # Debian's kernel with -cpu max: 5-level paging, KPTI, SMEP, SMAP, PKE.
+        from gdbext import linuxguest
+
+        try:
+            guest = linuxguest.prepare()
+        except RuntimeError as exc:
+            pytest.skip(f"no Linux guest: {exc}")
+        opts = launch.QemuOptions(kernel=guest.vmlinuz, initrd=guest.initrd, append=guest.append,
+                                  gdb_port=0, memory_mib=LINUX_RAM_MIB)
+        ready, elf = linuxguest.READY, None
+    else:
+        opts = launch.QemuOptions(scenario="spin", gdb_port=0, ram_file=ram_file)
+        ready, elf = r"spin: counter=", request.getfixturevalue("kernel_paths").elf
     with launch.Qemu(opts) as qemu:
-        qemu.wait_serial(r"spin: counter=", timeout=90)
-        with _attach(qemu.gdb_port, paths.elf) as gdb:
+        qemu.wait_serial(ready, timeout=180)
+        with _attach(qemu.gdb_port, elf) as gdb:
             yield Session(name, gdb, opts.memory_mib, ram_file)
 
 
@@ -416,12 +441,11 @@ def test_ptdump_lists_every_tlb_page_with_its_frame_size_and_bits(session):
 
 
 @live
+@pytest.mark.parametrize("session", ["kernel"], indirect=True)
 def test_ptdump_rights_differ_where_the_guest_made_them_differ(session):
     """Not a vacuous comparison: the kernel's tables mix user and supervisor,
     read-only and writable, NX and executable pages, and ptdump shows each kind."""
-    if not session.is_kernel:
-        pytest.skip("OVMF maps everything supervisor-only")
-    d = session.json("ptdump")
+    d = session.dump()
     kinds = {(r["user"], r["writable"], r["executable"]) for r in d["ranges"]}
     assert (True, False, True) in kinds        # user code
     assert (True, True, False) in kinds        # user data and stack
@@ -441,7 +465,7 @@ def _sample_vas(session: Session, count: int, in_ram: bool = False) -> list[int]
     tlb = session.info_tlb()
     if in_ram:
         tlb = [p for p in tlb if p.pa < session.ram_mib << 20]
-    ranges = Ranges(session.json("ptdump")["ranges"])
+    ranges = Ranges(session.dump()["ranges"])
     vas = []
     for page in rng.sample(tlb, min(count, len(tlb))):
         size = min(_tlb_page_size(page, ranges.at(page.va)), (session.ram_mib << 20) - page.pa) \
@@ -463,7 +487,7 @@ def test_pagewalk_agrees_with_gva2gpa_on_random_mapped_addresses(session):
 
 @live
 def test_pagewalk_finds_holes_unmapped_like_qemu(session):
-    d = session.json("ptdump")
+    d = session.dump()
     ranges = Ranges(d["ranges"])
     half = 1 << (56 if d["levels"] == 5 else 47)
     # Gaps between ranges, the end of the last, and the bottom of the
@@ -486,7 +510,7 @@ def test_pagewalk_finds_holes_unmapped_like_qemu(session):
 @live
 def test_pagewalk_levels_match_the_leaf_bits_and_combine_into_the_rights(session):
     tlb = {p.va: p for p in session.info_tlb()}
-    ranges = Ranges(session.json("ptdump")["ranges"])
+    ranges = Ranges(session.dump()["ranges"])
     for va in _sample_vas(session, 20):
         w = session.json(f"pagewalk {va:#x}")
         leaf = w["levels"][-1]
@@ -510,6 +534,9 @@ def test_pagewalk_levels_match_the_leaf_bits_and_combine_into_the_rights(session
 @live
 def test_bytes_at_the_walked_physical_address_are_the_bytes_at_the_va(session):
     vas = [va & ~0x3F for va in _sample_vas(session, BYTE_SAMPLES, in_ram=True)]
+    # The code being run is never zeros (most of Linux's pages are one
+    # zero-filled ESPFIX frame mapped 65,536 times).
+    vas.append(int(session.cmd("python print(int(gdb.parse_and_eval('$pc')))")) & ~0x3F)
     if session.is_kernel:
         # The kernel's own text, so that VA and PA surely differ.
         vas.append(int(session.cmd("python print(int(gdb.parse_and_eval('&kmain')))")) & ~0x3F)
@@ -524,7 +551,7 @@ def test_bytes_at_the_walked_physical_address_are_the_bytes_at_the_va(session):
         moved += va != w["pa"]
         nonzero += any(virt)
     assert nonzero, "every sample read zeros: the comparison proves nothing"
-    if session.is_kernel:
+    if session.is_kernel or session.is_linux:
         assert moved, "every sample was identity-mapped: the comparison proves nothing"
 
 
@@ -553,7 +580,7 @@ RESTORE = ("import os, gdbext.target as t; os.environ.pop('GDBEXT_NO_SHARED_RAM'
 
 @live
 def test_shared_ram_file_and_stub_give_the_same_answers(session):
-    first = session.json("ptdump --fresh")
+    first = session.json("ptdump --fresh" + ("" if session.ram_file else " --limit 0"))
     vas = _sample_vas(session, 10)
     walks = [session.json(f"pagewalk {va:#x}") for va in vas]
     if not session.ram_file:
@@ -585,7 +612,7 @@ def test_shared_ram_file_and_stub_give_the_same_answers(session):
 
 @live
 def test_filters_select_from_the_full_dump(session):
-    full = session.json("ptdump")["ranges"]
+    full = session.dump()["ranges"]
     assert [r for r in full if r["user"]] == session.json("ptdump --user")["ranges"]
     assert [r for r in full if not r["user"]] == session.json("ptdump --kernel")["ranges"]
     wx = [r for r in full if r["writable"] and r["executable"]]
@@ -605,23 +632,26 @@ def test_filters_select_from_the_full_dump(session):
 
 @live
 def test_tables_are_read_once_per_stop(session):
-    first = session.json("ptdump --fresh")
+    first = session.json("ptdump --fresh --limit 0")
     assert first["fetched"] >= first["tables_read"] > 0
-    again = session.json("ptdump")
-    assert again["fetched"] == 0 and again["ranges"] == first["ranges"]
+    again = session.json("ptdump --limit 0")
+    assert again["fetched"] == 0
+    assert (again["total"], again["tables_read"]) == (first["total"], first["tables_read"])
 
 
 @live
 def test_cr3_option_and_the_kpti_toggle(session):
-    live = session.json("ptdump")
+    live = session.dump()
     cr3 = live["cr3"]
     # PCID / PWT / PCD bits below bit 12 are not part of the root address.
     same = session.json(f"ptdump --cr3 {cr3 | 0x18:#x}")
     assert same["root"] == live["root"] and same["ranges"] == live["ranges"]
-    other = session.json("ptdump --kpti")
+    other = session.json("ptdump --kpti --limit 0")
     assert other["cr3"] == cr3 ^ 0x1000
     half = "user" if other["cr3"] & 0x1000 else "kernel"
     assert f"KPTI: walking the {half} half of the pair, CR3 {other['cr3']:#x}" in other["notes"][0]
+    if session.is_linux:
+        assert not any("page-table isolation" in n for n in other["notes"]), other["notes"]
     if session.is_kernel:
         # The bundled kernel does not isolate page tables, and the page next
         # to its PML4 holds 2 MiB identity entries, whose PS bit is reserved
@@ -629,6 +659,49 @@ def test_cr3_option_and_the_kpti_toggle(session):
         assert any("page-table isolation" in n for n in other["notes"]), other["notes"]
     w = session.json("pagewalk $rip --kpti")
     assert w["context"]["cr3"] == cr3 ^ 0x1000
+
+
+@live
+@pytest.mark.parametrize("session", ["linux"], indirect=True)
+def test_linux_kpti_halves_smap_and_protection_keys(session):
+    """Linux (pti=on, -cpu max): the kernel half maps user memory no-execute
+    (its top-level user entries carry NX), the user half maps the user's code
+    executable and little of the kernel; SMAP refuses the kernel's data
+    accesses to user pages; PKRU's AD bit for key 0 refuses a user read."""
+    assert session.dump()["levels"] == 5
+    base = session.dump()["cr3"] & ~0x1FFF
+    kernel_half = session.json(f"ptdump --cr3 {base:#x}")["ranges"]
+    user_half = session.json(f"ptdump --cr3 {base | 0x1000:#x}")["ranges"]
+    user_in_kernel_half = [r for r in kernel_half if r["user"]]
+    assert user_in_kernel_half and not any(r["executable"] for r in user_in_kernel_half)
+    code = [r for r in user_half if r["user"] and r["executable"]]
+    assert code
+    # The user half keeps only what entry and exit need of the kernel (the
+    # cpu entry area, the ESPFIX stacks, the entry text), each where the
+    # kernel half has it; the direct map of all RAM is not there.
+    kernel_map = Ranges(kernel_half)
+    for r in user_half:
+        if not r["user"]:
+            same = kernel_map.at(r["va_start"])
+            assert same is not None and same["pa_start"] + r["va_start"] - same["va_start"] == r["pa_start"]
+    sup_bytes = [sum(r["size"] for r in half if not r["user"]) for half in (kernel_half, user_half)]
+    assert sup_bytes[0] > 3 * sup_bytes[1] and sup_bytes[0] > LINUX_RAM_MIB << 20
+    va = code[0]["va_start"]
+    w = session.json(f"pagewalk {va:#x} --cr3 {base | 0x1000:#x}")
+    assert w["context"]["smap"] and w["context"]["smep"] and w["context"]["pke"] and w["pkey"] == 0
+    assert w["access"]["supervisor"]["read"]["error_code"] == 0x1  # P: SMAP, EFLAGS.AC=0
+    assert w["access"]["supervisor"]["exec"]["error_code"] == 0x11  # P, I/D: SMEP
+    assert w["access"]["user"]["read"] == {"faults": False, "error_code": None, "error_bits": [],
+                                           "reason": "allowed: user-mode read; protection key 0 not checked "
+                                                     "(PKRU unknown)"}
+    assert any(n.startswith("PKRU unknown") for n in w["notes"])
+    # PKRU.AD0=1 (SDM Vol. 3A 4.6.2): data accesses to key-0 user pages fault, with PK set.
+    w = session.json(f"pagewalk {va:#x} --cr3 {base | 0x1000:#x} --pkru 1 --user --access read")
+    assert w["access"]["user"]["read"]["error_code"] == 0x25  # P, U/S, PK
+    assert w["access"]["user"]["read"]["error_bits"] == ["P", "U/S", "PK"]
+    # The kernel half refuses the same fetch for NX, set at the PML5 entry.
+    w = session.json(f"pagewalk {va:#x} --cr3 {base:#x} --user --access exec")
+    assert "XD=1 at PML5" in w["access"]["user"]["exec"]["reason"]
 
 
 # ---------------------------------------------------------------------------
@@ -648,9 +721,8 @@ BAD = {
 
 
 @live
+@pytest.mark.parametrize("session", ["ovmf"], indirect=True)
 def test_bad_input_is_one_clear_line(session):
-    if session.name != "ovmf":
-        pytest.skip("argument handling does not depend on the target")
     for command, start in BAD.items():
         with pytest.raises(GdbError) as err:
             session.cmd(command)
