@@ -210,8 +210,9 @@ def _find_shared_ram() -> Optional[SharedRam]:
         if share != "true" or not os.path.exists(path):
             continue
         flat = hmp("info mtree -f")
-        # Only the system address space: it is the first "FlatView" block.
-        system = flat.split("FlatView #1")[0]
+        # Only the system address space: the FlatView block that lists
+        # AS "memory".  QEMU prints the blocks in hash order, not always first.
+        system = next((b for b in re.split(r"^FlatView #\d+", flat, flags=re.M) if ' AS "memory"' in b), "")
         windows = []
         for m in _MTREE_RE.finditer(system):
             start, end, region, offset = m.groups()
