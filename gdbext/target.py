@@ -121,10 +121,6 @@ def read_gdb_registers() -> Dict[str, int]:
     return regs
 
 
-def write_register(name: str, value: int) -> None:
-    gdb.execute(f"set ${name} = {value:#x}", to_string=True)
-
-
 # ---------------------------------------------------------------------------
 # Physical memory
 # ---------------------------------------------------------------------------
