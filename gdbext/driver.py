@@ -135,8 +135,14 @@ class GdbDriver:
         proc = self._gdb.gdb_process
         if proc is None or proc.poll() is not None:
             return None
-        os.kill(proc.pid, signal.SIGINT)
-        return self._wait_stop(10)
+        # A SIGINT that lands while gdb runs a Python breakpoint callback is
+        # taken by that callback; send it again until the guest stops.
+        for _ in range(5):
+            os.kill(proc.pid, signal.SIGINT)
+            stop = self._wait_stop(3)
+            if stop is not None or self.target_gone:
+                return stop
+        return None
 
     def _wait_stop(self, timeout: float) -> Optional[Stop]:
         deadline = time.monotonic() + timeout

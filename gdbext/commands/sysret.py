@@ -183,6 +183,8 @@ class SysretBreakpoint(gdb.Breakpoint):
             with target.in_stop_callback():
                 snap = _snapshot_in_stop()
                 report = rules.evaluate(snap, opsize=self.site.opsize)
+        except KeyboardInterrupt:
+            return True  # Ctrl-C (or SIGINT) during a check: the user wants the guest stopped
         except Exception as exc:  # noqa: BLE001 - a watch must never kill the session
             gdb.write(f"sysret-watch: check at {self.site.address:#x} failed: {exc}\n", gdb.STDERR)
             return True
@@ -219,6 +221,8 @@ class WrmsrBreakpoint(gdb.Breakpoint):
                 results = rules.check_msr_write(snap, number, value)
             if number in WATCHED_MSRS:
                 WATCH.msrs.setdefault(snap.cpu, {})[number] = value
+        except KeyboardInterrupt:
+            return True
         except Exception as exc:  # noqa: BLE001
             gdb.write(f"sysret-watch: wrmsr check at {self.address:#x} failed: {exc}\n", gdb.STDERR)
             return True
