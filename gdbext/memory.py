@@ -6,7 +6,6 @@ gdb's view differs (another thread selected, PhyMemMode switched on).
 """
 from __future__ import annotations
 
-import dataclasses
 import weakref
 
 from gdbext.decode.paging import PagingContext, Walk, walk
@@ -15,10 +14,10 @@ from gdbext.snapshot import PAGE, Snapshot, SnapshotError
 # Snapshot is a mutable dataclass, hence unhashable: memoise by id() and drop
 # the entry when the snapshot is collected.  Keyed within a snapshot by the
 # paging registers too, in case a caller edits snap.regs.
-_walks: dict[int, dict[tuple[PagingContext, int], Walk]] = {}
+_walks: dict[int, dict] = {}
 
 
-def _memo(snap: Snapshot) -> dict[tuple[PagingContext, int], Walk]:
+def _memo(snap: Snapshot) -> dict:
     memo = _walks.get(id(snap))
     if memo is None:
         memo = _walks[id(snap)] = {}
@@ -26,11 +25,20 @@ def _memo(snap: Snapshot) -> dict[tuple[PagingContext, int], Walk]:
     return memo
 
 
+def _context(snap: Snapshot, memo: dict) -> PagingContext:
+    regs = snap.regs
+    key = (regs["cr3"], regs["cr0"], regs["cr4"], regs["efer"], regs.get("pkru"))
+    ctx = memo.get(key)
+    if ctx is None:
+        ctx = memo[key] = PagingContext.from_snapshot(snap)
+    return ctx
+
+
 def translate(snap: Snapshot, va: int) -> Walk:
     """The walk of `va` with the snapshot's CR3, memoised per 4 KiB page."""
     va &= (1 << 64) - 1
-    ctx = PagingContext.from_snapshot(snap)
     memo = _memo(snap)
+    ctx = _context(snap, memo)
     key = (ctx, va & ~(PAGE - 1))
     base = memo.get(key)
     if base is None:
@@ -38,7 +46,10 @@ def translate(snap: Snapshot, va: int) -> Walk:
     offset = va & (PAGE - 1)
     if offset == 0:
         return base
-    return dataclasses.replace(base, va=va, pa=None if base.pa is None else base.pa + offset)
+    # dataclasses.replace() re-runs __init__; a copy with two fields changed is all this needs.
+    moved = object.__new__(Walk)
+    moved.__dict__.update(base.__dict__, va=va, pa=None if base.pa is None else base.pa + offset)
+    return moved
 
 
 def read_linear(snap: Snapshot, va: int, size: int) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 PAGE = 4096
 
@@ -153,6 +153,13 @@ class Snapshot:
     # Memo of what was read: physical page number -> 4 KiB, MSR number -> value.
     pages: Dict[int, bytes] = field(default_factory=dict, repr=False)
     msrs: Dict[int, int] = field(default_factory=dict, repr=False)
+    # exact_reads: read exactly the bytes asked (memoised per range) instead
+    # of whole pages: a page walk then costs 8 bytes a level, not 4 KiB.
+    # read_log: when a list, every read_phys appends (pa, size, bytes), so a
+    # caller can tell later whether the memory an answer rested on changed.
+    exact_reads: bool = field(default=False, repr=False)
+    read_log: Optional[List[Tuple[int, int, bytes]]] = field(default=None, repr=False)
+    ranges: Dict[Tuple[int, int], bytes] = field(default_factory=dict, repr=False)
 
     # -- registers -------------------------------------------------------
     def reg(self, name: str) -> int:
@@ -193,7 +200,22 @@ class Snapshot:
 
     # -- physical memory -------------------------------------------------
     def read_phys(self, pa: int, size: int) -> bytes:
-        """`size` bytes of guest-physical memory at `pa`, read a page at a time."""
+        """`size` bytes of guest-physical memory at `pa`, read a page at a time
+        (or exactly, with exact_reads)."""
+        if self.exact_reads:
+            data = self.ranges.get((pa, size))
+            if data is None:
+                data = bytes(self.phys_reader(pa, size))
+                if len(data) != size:
+                    raise SnapshotError(f"short read at physical {pa:#x}")
+                self.ranges[(pa, size)] = data
+        else:
+            data = self._read_pages(pa, size)
+        if self.read_log is not None:
+            self.read_log.append((pa, size, data))
+        return data
+
+    def _read_pages(self, pa: int, size: int) -> bytes:
         out = bytearray()
         while size > 0:
             pfn, off = divmod(pa, PAGE)
