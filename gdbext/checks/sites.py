@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from os import PathLike
 
 SYSRET_OPCODE = b"\x0f\x07"
+GROUP6 = b"\x0f\x00"   # LTR is 0F 00 /3 (SDM Vol. 2A "LTR")
+GROUP7 = b"\x0f\x01"   # LGDT is 0F 01 /2 with a memory operand (SDM Vol. 2A "LGDT/LIDT")
 WRMSR_OPCODE = b"\x0f\x30"
 LEGACY_PREFIXES = frozenset(b"\x66\x67\xf2\xf3\x2e\x36\x3e\x26\x64\x65")
 REX_W = 0x08
@@ -132,6 +134,29 @@ def scan_wrmsr(code: bytes, base: int) -> list[int]:
     return [base + start
             for opcode_at in _find(code, WRMSR_OPCODE)
             for start in _starts(code, opcode_at)]
+
+
+def _modrm_reg(byte: int) -> int:
+    return (byte >> 3) & 7
+
+
+def scan_table_loads(code: bytes, base: int) -> list[int]:
+    """Candidate LGDT and LTR addresses in `code` loaded at `base`.
+
+    These change GDTR and TR, which the sysret watch keeps between stops.
+    LGDT needs a memory operand: ModRM.mod 11 with reg 2 is another
+    instruction (XGETBV, XSETBV, VMFUNC...).  LTR takes a register too.
+    """
+    out = []
+    for opcode, reg, memory_only in ((GROUP7, 2, True), (GROUP6, 3, False)):
+        for opcode_at in _find(code, opcode):
+            if opcode_at + 2 >= len(code):
+                continue
+            modrm = code[opcode_at + 2]
+            if _modrm_reg(modrm) != reg or (memory_only and modrm >> 6 == 3):
+                continue
+            out.extend(base + start for start in _starts(code, opcode_at))
+    return sorted(out)
 
 
 # --- ELF files ---------------------------------------------------------------
@@ -253,4 +278,18 @@ def sites_from_elf(path: str | PathLike, *, offset: int = 0) -> tuple[list[Site]
     return sites, sorted(wrmsrs)
 
 
-__all__ = ["Site", "SiteError", "scan", "scan_wrmsr", "sites_from_elf", "sysret_at", "wrmsr_at"]
+def table_loads_from_elf(path: str | PathLike, *, offset: int = 0) -> list[int]:
+    """LGDT and LTR candidate addresses in an x86 ELF file (see scan_table_loads)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as f:
+        try:
+            regions = _code_regions(ELFFile(f))
+        except ELFError as exc:
+            raise SiteError(f"{path}: not a readable ELF file: {exc}") from exc
+    return sorted(a + offset for _, address, data in regions for a in scan_table_loads(data, address))
+
+
+__all__ = ["Site", "SiteError", "scan", "scan_table_loads", "scan_wrmsr", "sites_from_elf", "sysret_at",
+           "table_loads_from_elf", "wrmsr_at"]

@@ -18,8 +18,10 @@ from gdbext.checks.sites import (
     Site,
     SiteError,
     scan,
+    scan_table_loads,
     scan_wrmsr,
     sites_from_elf,
+    table_loads_from_elf,
     sysret_at,
     wrmsr_at,
 )
@@ -104,6 +106,38 @@ def test_scan_wrmsr():
     assert scan_wrmsr(code, 0x1000) == [0x1006]
 
 
+@pytest.mark.parametrize("asm, hexcode, found", [
+    ("lgdt (%rdi)", "0f0117", True),
+    ("lgdt 0x10(%rax)", "0f015010", True),
+    ("ltr %ax", "0f00d8", True),               # LTR takes a register operand too
+    ("ltr (%rdi)", "0f001f", True),
+    ("lidt (%rdi)", "0f011f", False),          # IDTR: not kept by the watch
+    ("sgdt (%rdi)", "0f0107", False),
+    ("xgetbv", "0f01d0", False),               # 0F 01 /2 with mod 11: not LGDT
+    ("str %ax", "0f00c8", False),
+    ("lldt %ax", "0f00d0", False),
+])
+def test_scan_table_loads_one_instruction(asm, hexcode, found):
+    assert (scan_table_loads(bytes.fromhex(hexcode), 0x1000) == [0x1000]) is found, asm
+
+
+def test_scan_table_loads_with_prefixes():
+    # rex.W lgdt: the REX is a possible start, and so is the opcode
+    assert scan_table_loads(bytes.fromhex("90 48 0f 01 17"), 0) == [1, 2]
+
+
+@settings(max_examples=300, deadline=None)
+@given(code=st.binary(max_size=300), base=st.integers(0, (1 << 64) - 1 - 300))
+def test_scan_table_loads_random_bytes(code, base):
+    for address in scan_table_loads(code, base):
+        off = address - base
+        at = off
+        while code[at] in (0x66, 0x67, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65) or 0x40 <= code[at] <= 0x4F:
+            at += 1
+        reg, mod = (code[at + 2] >> 3) & 7, code[at + 2] >> 6
+        assert (code[at:at + 2] == b"\x0f\x01" and reg == 2 and mod != 3) or (code[at:at + 2] == b"\x0f\x00" and reg == 3)
+
+
 @settings(max_examples=500, deadline=None)
 @given(code=st.binary(max_size=300), base=st.integers(0, (1 << 64) - 1 - 300))
 def test_scan_random_bytes(code, base):
@@ -172,6 +206,17 @@ bare_entry:
     nop
     sysretq
 
+    .globl  load_tables
+    .type   load_tables, @function
+load_tables:
+    lgdt    (%rdi)
+    lidt    (%rsi)
+    movw    $0x40, %ax
+    ltr     %ax
+    xgetbv
+    ret
+    .size   load_tables, .-load_tables
+
     .data
 not_code:
     .byte   0x48, 0x0f, 0x07, 0x0f, 0x30
@@ -197,9 +242,9 @@ def objdump_sites(path: Path) -> dict[str, list[int]]:
     """Addresses of sysret and wrmsr instructions according to objdump."""
     text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", path], check=True,
                           capture_output=True, text=True).stdout
-    out: dict[str, list[int]] = {"sysretq": [], "sysretl": [], "wrmsr": []}
+    out: dict[str, list[int]] = {"sysretq": [], "sysretl": [], "wrmsr": [], "lgdt": [], "ltr": []}
     for line in text.splitlines():
-        m = re.match(r"\s*([0-9a-f]+):\s+(sysretq|sysretl|sysret|wrmsr)\b", line)
+        m = re.match(r"\s*([0-9a-f]+):\s+(sysretq|sysretl|sysret|wrmsr|lgdt|ltr)\b", line)
         if m:
             name = {"sysret": "sysretl"}.get(m.group(2), m.group(2))
             out[name].append(int(m.group(1), 16))
@@ -318,3 +363,15 @@ def test_not_x86(built, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(OSError):
         sites_from_elf(tmp_path / "absent.elf")
+
+
+@needs_gcc
+def test_table_loads_in_elf_match_objdump(built):
+    expected = objdump_sites(built["exe"])
+    found = table_loads_from_elf(built["exe"])
+    assert expected["lgdt"] and expected["ltr"]
+    assert set(expected["lgdt"] + expected["ltr"]) <= set(found)
+    # Nothing but those two (no lidt, no xgetbv): every candidate is one of them or a
+    # start inside one (none here, the code has no prefix bytes before them).
+    assert set(found) == set(expected["lgdt"] + expected["ltr"])
+    assert table_loads_from_elf(built["exe"], offset=0x1000) == [a + 0x1000 for a in found]
