@@ -25,9 +25,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import gdb  # noqa: F401  (this module is the gdb boundary)
 
+from gdbext.checks.memo import LazyRegisters
 from gdbext.snapshot import (
     CONTROL_REGS,
     GENERAL_REGS,
+    MSR_STAR,
     MSR_FROM_REGISTER,
     SEGMENT_NAMES,
     Snapshot,
@@ -108,6 +110,27 @@ def selected_cpu() -> int:
 # ---------------------------------------------------------------------------
 # Registers
 # ---------------------------------------------------------------------------
+
+_REGISTER_NAMES = frozenset(GENERAL_REGS + SEGMENT_NAMES + CONTROL_REGS)
+
+
+def _gdb_register(name: str) -> Optional[int]:
+    try:
+        # `$name`, not newest_frame().read_register(): a frame object needs
+        # the frame's id, and computing it unwinds the stack, which costs
+        # four memory packets at every breakpoint stop.
+        return int(gdb.parse_and_eval("$" + name)) & 0xFFFFFFFFFFFFFFFF
+    except (ValueError, gdb.error):
+        return None
+
+
+class LiveRegisters(LazyRegisters):
+    """gdb's registers of the innermost frame, each read on first use: a check
+    that needs a dozen registers pays for a dozen reads."""
+
+    def __init__(self) -> None:
+        super().__init__(_gdb_register, _REGISTER_NAMES)
+
 
 def read_gdb_registers() -> Dict[str, int]:
     frame = gdb.newest_frame()  # registers of the innermost frame: what the CPU holds
@@ -229,6 +252,37 @@ class PhysicalMemory:
         self._shared: Optional[SharedRam] = None
         self._probed = False
         self.stub_reads = 0
+        self.mode_switches = 0
+        self._depth = 0
+        self._mode_before: Optional[bytes] = None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Stub reads inside share one PhyMemMode switch (made at the first
+        of them, if any) and one restore plus dcache flush at the end."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._mode_before is not None:
+                before, self._mode_before = self._mode_before, None
+                send_packet("Qqemu.PhyMemMode:" + ("1" if before.strip() == b"1" else "0"))
+                gdb.execute("maint flush dcache", to_string=True)
+
+    def _stub(self, pa: int, size: int) -> bytes:
+        self.stub_reads += 1
+        if not self._depth:
+            self.mode_switches += 1
+            with phys_mode():
+                return _stub_read(pa, size)
+        if self._mode_before is None:
+            before = send_packet("qqemu.PhyMemMode")
+            if send_packet("Qqemu.PhyMemMode:1") != b"OK":
+                raise TargetError("gdbext: QEMU refused physical-memory mode (Qqemu.PhyMemMode)")
+            self.mode_switches += 1
+            self._mode_before = before
+        return _stub_read(pa, size)
 
     def _probe(self) -> None:
         if not self._probed:
@@ -236,6 +290,11 @@ class PhysicalMemory:
             if os.environ.get("GDBEXT_NO_SHARED_RAM") != "1":
                 with contextlib.suppress(TargetError, OSError, ValueError):
                     self._shared = _find_shared_ram()
+
+    @property
+    def shared(self) -> bool:
+        self._probe()
+        return self._shared is not None
 
     @property
     def source(self) -> str:
@@ -248,9 +307,7 @@ class PhysicalMemory:
             data = self._shared.read(pa, size)
             if data is not None:
                 return data
-        self.stub_reads += 1
-        with phys_mode():
-            return _stub_read(pa, size)
+        return self._stub(pa, size)
 
     def read_many(self, requests: List[Tuple[int, int]]) -> List[bytes]:
         """Several reads under one mode switch."""
@@ -263,9 +320,9 @@ class PhysicalMemory:
             if out[i] is None:
                 todo.append(i)
         if todo:
-            with phys_mode():
+            with self.session():
                 for i in todo:
-                    out[i] = _stub_read(*requests[i])
+                    out[i] = self._stub(*requests[i])
         return [b for b in out]  # type: ignore[misc]
 
 
@@ -349,20 +406,11 @@ class _Rdmsr:
     How: write 0f 32 at RIP, set ECX, step one instruction with only this
     vCPU resumed (vCont;s for its thread alone) and QEMU's single-step flags
     masking interrupts and timers (NOIRQ|NOTIMER), read EDX:EAX, then restore
-    RIP, RAX, RCX, RDX, RFLAGS and the two code bytes.
+    RIP, RAX, RCX, RDX, R11, RFLAGS and the code bytes.
 
-    At CPL 3 rdmsr would raise #GP, so for the one step the vCPU is made
-    CPL 0: the GDT slots of CS and SS are patched with ring-0 descriptors and
-    CS/SS reloaded with RPL 0, then the same slots are patched to encode the
-    *exact* hidden caches CS and SS had (SYSRET-made caches included), the
-    selectors reloaded, and the GDT bytes restored.  CR4.SMEP is cleared for
-    the step (the code is on a user page) and restored.  One QEMU-internal
-    difference remains after a SYSRET: QEMU builds SYSRET's fixed caches
-    without the copy of limit[19:16] its flags word keeps for loaded
-    descriptors, and no descriptor encodes both that word and a 4 GiB limit;
-    so CS/SS come back as any reload of the selector leaves them (`info
-    registers` shows 00affb00 for 00a0fb00).  Selector, base, limit and
-    attribute bits are equal, and no architectural state differs.
+    At CPL 3 rdmsr would raise #GP, so for those steps the vCPU is made CPL 0
+    and afterwards put back in ring 3 with exactly the CS/SS caches it had
+    (see `_RingZero`).
 
     Refused: a vCPU halted in HLT (QEMU's stub never completes a step on it:
     gdb would hang), compatibility mode (gdb sees only 32-bit registers),
@@ -396,17 +444,20 @@ class _Rdmsr:
         self.check()
         snap = self.snap
         remote = _Remote(snap.cpu + 1)
-        saved = {name: remote.read(name) for name in ("rax", "rcx", "rdx", "rip", "eflags")}
+        saved = {name: remote.read(name) for name in ("rax", "rcx", "rdx", "r11", "rip", "eflags")}
         rip = saved["rip"]
-        saved_code = remote.read_memory(rip, len(RDMSR))
+        saved_code = remote.read_memory(rip, len(SYSRETQ))   # covers RDMSR too
         ring0 = _RingZero(snap, remote) if snap.cpl != 0 else None
+        todo = list(numbers)
+        if ring0 is not None and ring0.sysret_made and MSR_STAR not in todo:
+            todo.append(MSR_STAR)   # the SYSRET back to ring 3 takes its selectors from STAR
         results: Dict[int, int] = {}
         with _sstep_flags():
             try:
                 if ring0 is not None:
                     ring0.enter()
                 remote.write_memory(rip, RDMSR)
-                for number in numbers:
+                for number in todo:
                     remote.write("rip", rip)
                     remote.write("rcx", number)
                     remote.step()
@@ -419,17 +470,36 @@ class _Rdmsr:
                             "but the exception frame written below RSP was not")
                     results[number] = ((remote.read("rdx") & 0xFFFFFFFF) << 32) | (remote.read("rax") & 0xFFFFFFFF)
             finally:
+                if ring0 is not None:
+                    ring0.leave(rip, saved["eflags"], results.get(MSR_STAR))
                 remote.write_memory(rip, saved_code)
                 for name, value in saved.items():
                     remote.write(name, value)
-                if ring0 is not None:
-                    ring0.leave()
                 gdb.execute("maint flush dcache", to_string=True)
         return results
 
 
+# QEMU's flag words for the caches SYSRET builds in 64-bit mode (helper_sysret):
+# CS G|L|P|DPL3|S|code|R|A and SS G|B|P|DPL3|S|W|A, base 0, limit 4 GiB, and
+# no copy of limit[19:16] at bits 16..19 (a descriptor load keeps one).
+SYSRET_CS_FLAGS = 0x00A0FB00
+SYSRET_SS_FLAGS = 0x00C0F300
+SYSRETQ = b"\x48\x0f\x07"
+
+
 class _RingZero:
-    """Make the vCPU CPL 0 for one step, then restore CS/SS caches exactly."""
+    """Make the vCPU CPL 0 for the rdmsr steps, then put CS/SS back exactly.
+
+    In: the GDT slots of CS and SS are patched with ring-0 descriptors, CS/SS
+    reloaded with RPL 0 through the stub, CR4.SMEP cleared (the code runs on
+    a user page).  Out, two ways:
+    - caches SYSRET made (the usual case: stopped in user mode after a
+      system call returned): execute a `sysretq` at RIP with RCX = RIP, which
+      rebuilds QEMU's caches bit for bit, flag word included;
+    - otherwise, patch the slots to encode the caches CS/SS had and reload
+      the selectors (exact for caches a descriptor load made).
+    Then the slots and CR4 are restored.
+    """
 
     def __init__(self, snap: Snapshot, remote: _Remote):
         from gdbext.memory import translate  # pure; imported late to keep load light
@@ -448,10 +518,18 @@ class _RingZero:
             if walk.pa is None:
                 raise TargetError("gdbext: cannot switch to CPL 0 for rdmsr: the GDT is not mapped")
             self.slots[index] = snap.gdtr.base + index * 8
-        for seg in (self.cs, self.ss):
-            if _encode_cache(seg) is None:
-                raise TargetError(
-                    f"gdbext: cannot switch to CPL 0 for rdmsr: the {seg.selector:#x} cache cannot be re-encoded exactly")
+        raw = getattr(getattr(snap, "monitor", None), "raw_flags", {})
+        self.sysret_made = (
+            raw.get("cs") == SYSRET_CS_FLAGS and raw.get("ss") == SYSRET_SS_FLAGS
+            and self.cs.base == 0 and self.ss.base == 0
+            and self.cs.limit == 0xFFFFFFFF and self.ss.limit == 0xFFFFFFFF
+            and bool(snap.efer & 1)                                   # EFER.SCE, else SYSRET is #UD
+            and (self.ss.selector & 3) == 3 and self.cs.selector == ((self.ss.selector & ~3) + 8) | 3)
+        if not self.sysret_made:
+            for seg in (self.cs, self.ss):
+                if _encode_cache(seg) is None:
+                    raise TargetError(
+                        f"gdbext: cannot switch to CPL 0 for rdmsr: the {seg.selector:#x} cache cannot be re-encoded exactly")
         self.saved: Dict[int, bytes] = {}
         self.cr4 = snap.cr4
 
@@ -468,17 +546,34 @@ class _RingZero:
         r.write("cs", self.cs.selector & ~3)
         r.write("ss", self.ss.selector & ~3)
 
-    def leave(self) -> None:
+    def leave(self, rip: int, rflags: int, star: Optional[int]) -> None:
         r = self.remote
-        r.write_memory(self.slots[self.cs.selector >> 3], _encode_cache(self.cs))
-        r.write_memory(self.slots[self.ss.selector >> 3], _encode_cache(self.ss))
-        r.write("cs", self.cs.selector)
-        r.write("ss", self.ss.selector)
+        if not (self.sysret_made and star is not None and self._sysret_back(rip, rflags, star)):
+            r.write_memory(self.slots[self.cs.selector >> 3], _encode_cache(self.cs))
+            r.write_memory(self.slots[self.ss.selector >> 3], _encode_cache(self.ss))
+            r.write("cs", self.cs.selector)
+            r.write("ss", self.ss.selector)
         for index, va in self.slots.items():
             if index in self.saved:
                 r.write_memory(va, self.saved[index])
         if self.cr4 & (1 << 20):
             r.write("cr4", self.cr4)
+
+    def _sysret_back(self, rip: int, rflags: int, star: int) -> bool:
+        """SYSRET to ring 3 (SDM Vol. 2B "SYSRET"): CS = STAR[63:48]+16 | 3,
+        SS = STAR[63:48]+8 | 3, RIP = RCX.  Only when those are the selectors
+        CS/SS had.  True when the vCPU is back with them."""
+        base = (star >> 48) & 0xFFFF
+        if ((base + 16) | 3) != self.cs.selector or ((base + 8) | 3) != self.ss.selector:
+            return False
+        r = self.remote
+        r.write_memory(rip, SYSRETQ)
+        r.write("rip", rip)
+        r.write("rcx", rip)
+        r.write("r11", rflags)
+        r.step()
+        return (r.read("rip") == rip and r.read("cs") & 0xFFFF == self.cs.selector
+                and r.read("ss") & 0xFFFF == self.ss.selector)
 
 
 def _encode_cache(seg) -> Optional[bytes]:
@@ -551,6 +646,44 @@ def invalidate(*_args) -> None:
         _cache.clear()
 
 
+# The last `info registers N` per vCPU, kept across stops for the watch
+# (`snapshot(reuse_monitor=True)`): segment caches and table registers
+# change only when a segment or table register is loaded.
+_monitor: Dict[Tuple[int, int], object] = {}
+
+
+def forget_monitor(cpu: Optional[int] = None) -> None:
+    """Drop the kept monitor state of one vCPU (or all): the next snapshot reads it again."""
+    if cpu is None:
+        _monitor.clear()
+    else:
+        for key in [k for k in _monitor if k[1] == cpu]:
+            del _monitor[key]
+
+
+def _forget_all_monitor(*_args) -> None:
+    forget_monitor()
+
+
+def monitor_state(cpu: int, regs: Optional[Dict[str, int]] = None):
+    """QEMU's `info registers N`, parsed; the kept one when `regs` is given and
+    its CS and SS selectors still equal the live ones."""
+    from gdbext.hmp import parse_info_registers
+    from gdbext.decode import DecodeError
+
+    key = (gdb.selected_inferior().num, cpu)
+    h = _monitor.get(key) if regs is not None else None
+    if h is not None and (h.segments["cs"].selector == regs["cs"] and  # type: ignore[attr-defined,index]
+                          h.segments["ss"].selector == regs["ss"]):    # type: ignore[attr-defined,index]
+        return h
+    try:
+        h = parse_info_registers(hmp(f"info registers {cpu}"))
+    except DecodeError as exc:
+        raise TargetError(f"gdbext: cannot read QEMU's `info registers {cpu}`: {exc}") from None
+    _monitor[key] = h
+    return h
+
+
 def snapshot() -> Snapshot:
     """The selected vCPU, read once per stop."""
     _connection()
@@ -560,15 +693,38 @@ def snapshot() -> Snapshot:
     snap = _cache.get(key)
     if snap is not None:
         return snap
-    from gdbext.hmp import parse_info_registers
-    from gdbext.decode import DecodeError
-
     cpu = selected_cpu()
-    try:
-        h = parse_info_registers(hmp(f"info registers {cpu}"))
-    except DecodeError as exc:
-        raise TargetError(f"gdbext: cannot read QEMU's `info registers {cpu}`: {exc}") from None
-    regs = read_gdb_registers()
+    h = monitor_state(cpu)
+    snap = _snapshot_from(h, read_gdb_registers(), cpu)
+    injector = _Injector()
+    injector.snap = snap
+    snap.msr_reader = injector
+    _cache[key] = snap
+    return snap
+
+
+def stop_snapshot() -> Snapshot:
+    """The selected vCPU at a breakpoint, for a check made inside stop().
+
+    Built for speed and for gdbext.checks.memo: registers read lazily
+    (LiveRegisters), exact-size memory reads with a log, and the monitor
+    state kept from an earlier stop while the CS and SS selectors are
+    unchanged (see `forget_monitor`).  The vCPU is executing, so not halted.
+    No MSR reader: the caller supplies the MSRs it knows.  Not cached.
+    """
+    _connection()
+    require_qemu()
+    cpu = selected_cpu()
+    regs = LiveRegisters()
+    h = monitor_state(cpu, regs)
+    snap = _snapshot_from(h, regs, cpu)
+    snap.halted = False
+    snap.exact_reads = True
+    snap.read_log = []
+    return snap
+
+
+def _snapshot_from(h, regs: Dict[str, int], cpu: int) -> Snapshot:
     snap = Snapshot(
         regs=regs,
         segments=dict(h.segments),
@@ -581,12 +737,9 @@ def snapshot() -> Snapshot:
         cpu=cpu,
         phys_reader=PHYS.read,
     )
+    snap.monitor = h  # type: ignore[attr-defined]
     if getattr(h, "bases_truncated", False):
         _fix_truncated_bases(snap)
-    injector = _Injector()
-    injector.snap = snap
-    snap.msr_reader = injector
-    _cache[key] = snap
     return snap
 
 
@@ -617,3 +770,7 @@ def connect_events() -> None:
                   gdb.events.memory_changed, gdb.events.register_changed,
                   gdb.events.inferior_call, gdb.events.new_objfile):
         event.connect(invalidate)
+    # A register written by the user may be a segment selector (QEMU reloads
+    # the cache from the GDT); a new inferior or exit makes all of it stale.
+    for event in (gdb.events.register_changed, gdb.events.exited, gdb.events.inferior_call):
+        event.connect(_forget_all_monitor)

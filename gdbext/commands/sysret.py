@@ -8,6 +8,18 @@ A stop() callback may read registers and memory but cannot resume the
 guest, so it cannot inject rdmsr.  The watch therefore reads STAR, LSTAR,
 CSTAR and SFMASK once per vCPU when armed, and keeps them current from the
 WRMSR breakpoints (ECX and EDX:EAX at a wrmsr say what is being written).
+
+A check must cost little next to the stop itself (about a millisecond), so:
+- QEMU's monitor (segment caches, GDTR, TR) is read again only when the CS
+  or SS selector changed or an LGDT/LTR site ran on that vCPU (those sites
+  are watched too, and only forget the kept state);
+- memory is read exactly (8 bytes a page-table level), under one
+  PhyMemMode switch per check, or by mmap with a shared RAM file;
+- a passing verdict is kept with every input it read (gdbext.checks.memo);
+  the next check on that vCPU first re-reads those inputs, and if all are
+  equal the verdict stands without evaluating the rules again;
+- a failing verdict made with kept monitor state is made again with a
+  fresh one before the guest is stopped.
 """
 from __future__ import annotations
 
@@ -20,7 +32,8 @@ import gdb
 
 from gdbext import target
 from gdbext.checks import sysret as rules
-from gdbext.checks.sites import Site, scan, scan_wrmsr, sites_from_elf, sysret_at
+from gdbext.checks.memo import Inputs, VerdictCache
+from gdbext.checks.sites import Site, scan, scan_table_loads, scan_wrmsr, sites_from_elf, sysret_at, table_loads_from_elf
 from gdbext.gdbcommands import GdbextCommand, parse_int, symbolize
 from gdbext.snapshot import (
     MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_EIP, Snapshot, SnapshotError,
@@ -132,43 +145,80 @@ class Watch:
     warnings: bool = False
     sites: List[Site] = field(default_factory=list)
     wrmsr_sites: List[int] = field(default_factory=list)
+    table_sites: List[int] = field(default_factory=list)
     breakpoints: List[gdb.Breakpoint] = field(default_factory=list)
     msrs: Dict[int, Dict[int, int]] = field(default_factory=dict)   # cpu -> MSR -> value
+    verdicts: VerdictCache = field(default_factory=VerdictCache)
     checks: int = 0
     wrmsr_checks: int = 0
+    table_loads: int = 0
     findings: int = 0
     check_seconds: float = 0.0
+    reused_seconds: float = 0.0     # of check_seconds: sysret checks whose verdict was reused
     source: str = ""
+    memory: str = ""
     last: Optional[dict] = None
 
     def status(self) -> dict:
         return {"armed": self.armed, "warnings": self.warnings,
                 "sites": [s.address for s in self.sites], "wrmsr_sites": self.wrmsr_sites,
-                "checks": self.checks, "wrmsr_checks": self.wrmsr_checks, "findings": self.findings,
-                "source": self.source,
+                "table_load_sites": self.table_sites,
+                "checks": self.checks, "wrmsr_checks": self.wrmsr_checks, "table_loads": self.table_loads,
+                "findings": self.findings, "reused_verdicts": self.verdicts.hits,
+                "source": self.source, "memory": self.memory,
                 "mean_check_ms": round(1000 * self.check_seconds / max(1, self.checks + self.wrmsr_checks), 3),
+                "mean_reused_ms": round(1000 * self.reused_seconds / max(1, self.verdicts.hits), 3),
+                "mean_evaluated_ms": round(1000 * (self.check_seconds - self.reused_seconds)
+                                           / max(1, self.checks + self.wrmsr_checks - self.verdicts.hits), 3),
                 "last_finding": self.last}
+
+    def msrs_for(self, cpu: int) -> Dict[int, int]:
+        known = self.msrs.get(cpu)
+        if known is None:
+            # A vCPU the watch has not seen yet: most kernels program the same
+            # syscall MSRs on every CPU; take another CPU's.
+            known = next(iter(self.msrs.values()), {})
+        return known
 
 
 WATCH = Watch()
 
 
-def _snapshot_in_stop() -> Snapshot:
-    """A fresh snapshot inside a breakpoint's stop(): no rdmsr, the watch's MSRs."""
-    target.invalidate()
-    with target.in_stop_callback():
-        snap = target.snapshot()
-    known = WATCH.msrs.get(snap.cpu)
-    if known is None:
-        # A vCPU the watch has not seen yet: most kernels program the same
-        # syscall MSRs on every CPU; take another CPU's, said in the message.
-        known = next(iter(WATCH.msrs.values()), {})
-    snap.msrs.update(known)
+def _no_rdmsr(number: int) -> int:
+    raise SnapshotError(f"MSR {number:#x} is not known to the watch (it cannot run rdmsr inside a stop)")
 
-    def no_rdmsr(number: int) -> int:
-        raise SnapshotError(f"MSR {number:#x} is not known to the watch (it cannot run rdmsr inside a stop)")
-    snap.msr_reader = no_rdmsr
+
+def _snapshot_in_stop() -> Snapshot:
+    """A snapshot inside a breakpoint's stop(): no rdmsr, the watch's MSRs."""
+    with target.in_stop_callback():
+        snap = target.stop_snapshot()
+    snap.msrs.update(WATCH.msrs_for(snap.cpu))
+    snap.msr_reader = _no_rdmsr
     return snap
+
+
+def check_here(opsize: int) -> Optional[rules.Report]:
+    """The watch's check at a sysret site: None when it passes, else the report.
+
+    Call inside stop() with target.in_stop_callback() and PHYS.session().
+    """
+    cpu = target.selected_cpu()
+    key = (cpu, opsize)
+    msrs = WATCH.msrs_for(cpu)
+    live = target.LiveRegisters()
+    kept = target.monitor_state(cpu, live)
+    if WATCH.verdicts.lookup(key, live.value, msrs, target.PHYS.read, kept):
+        return None
+    snap = _snapshot_in_stop()
+    report = rules.evaluate(snap, opsize=opsize)
+    if report.ok(warnings=WATCH.warnings):
+        WATCH.verdicts.store(key, Inputs.of(snap.regs, snap.msrs, snap.read_log or [], snap.monitor))
+        return None
+    # Fail: never on kept monitor state alone.  Read it again and decide.
+    target.forget_monitor(cpu)
+    snap = _snapshot_in_stop()
+    report = rules.evaluate(snap, opsize=opsize)
+    return None if report.ok(warnings=WATCH.warnings) else report
 
 
 class SysretBreakpoint(gdb.Breakpoint):
@@ -179,27 +229,46 @@ class SysretBreakpoint(gdb.Breakpoint):
 
     def stop(self) -> bool:
         t0 = time.perf_counter()
+        hits = WATCH.verdicts.hits
         try:
-            with target.in_stop_callback():
-                snap = _snapshot_in_stop()
-                report = rules.evaluate(snap, opsize=self.site.opsize)
+            with target.in_stop_callback(), target.PHYS.session():
+                report = check_here(self.site.opsize)
         except KeyboardInterrupt:
             return True  # Ctrl-C (or SIGINT) during a check: the user wants the guest stopped
         except Exception as exc:  # noqa: BLE001 - a watch must never kill the session
             gdb.write(f"sysret-watch: check at {self.site.address:#x} failed: {exc}\n", gdb.STDERR)
             return True
         finally:
-            WATCH.check_seconds += time.perf_counter() - t0
+            spent = time.perf_counter() - t0
+            WATCH.check_seconds += spent
+            if WATCH.verdicts.hits != hits:
+                WATCH.reused_seconds += spent
         WATCH.checks += 1
-        if report.ok(warnings=WATCH.warnings):
+        if report is None:
             return False
         WATCH.findings += 1
         doc = report.to_json()
-        doc.update({"address": self.site.address, "cpu": snap.cpu, "kind": "sysret"})
+        doc.update({"address": self.site.address, "cpu": target.selected_cpu(), "kind": "sysret"})
         WATCH.last = doc
         gdb.write("sysret-watch: stopped before a sysret that would go wrong\n"
                   + report_text(report, _describe(self.site.address, self.site.opsize), verbose=False) + "\n")
         return True
+
+
+class TableLoadBreakpoint(gdb.Breakpoint):
+    """An LGDT or LTR site: the vCPU's kept monitor state is about to go stale."""
+
+    def __init__(self, address: int):
+        super().__init__(f"*{address:#x}", gdb.BP_BREAKPOINT, internal=True)
+        self.silent = True
+
+    def stop(self) -> bool:
+        try:
+            target.forget_monitor(target.selected_cpu())
+        except Exception:  # noqa: BLE001 - nothing kept is fine too: forget all
+            target.forget_monitor()
+        WATCH.table_loads += 1
+        return False
 
 
 class WrmsrBreakpoint(gdb.Breakpoint):
@@ -216,7 +285,7 @@ class WrmsrBreakpoint(gdb.Breakpoint):
             if number not in WRMSR_RULE_MSRS:
                 return False
             value = ((int(frame.read_register("rdx")) & 0xFFFFFFFF) << 32) | (int(frame.read_register("rax")) & 0xFFFFFFFF)
-            with target.in_stop_callback():
+            with target.in_stop_callback(), target.PHYS.session():
                 snap = _snapshot_in_stop()
                 results = rules.check_msr_write(snap, number, value)
             if number in WATCHED_MSRS:
@@ -261,27 +330,34 @@ def _short(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def _find_sites(snap: Snapshot) -> tuple[List[Site], List[int], str]:
+@dataclass
+class _Found:
+    sysret: List[Site]
+    wrmsr: List[int]
+    table_loads: List[int]
+    source: str
+
+
+def _find_sites(snap: Snapshot) -> _Found:
     files = _elf_files()
-    if files:
-        sites: List[Site] = []
-        wrmsr: List[int] = []
-        for name in files:
-            s, w = sites_from_elf(name)
-            sites += s
-            wrmsr += w
-        return sites, wrmsr, "ELF " + ", ".join(_short(f) for f in files)
-    return _scan_kernel_pages(snap)
+    if not files:
+        return _scan_kernel_pages(snap)
+    found = _Found([], [], [], "ELF " + ", ".join(_short(f) for f in files))
+    for name in files:
+        s, w = sites_from_elf(name)
+        found.sysret += s
+        found.wrmsr += w
+        found.table_loads += table_loads_from_elf(name)
+    return found
 
 
-def _scan_kernel_pages(snap: Snapshot) -> tuple[List[Site], List[int], str]:
+def _scan_kernel_pages(snap: Snapshot) -> _Found:
     """No ELF: scan every supervisor-executable page of the live page tables."""
     from gdbext.decode.paging import PagingContext, dump
 
     ctx = PagingContext.from_snapshot(snap)
     ranges = [r for r in dump(snap.read_phys, ctx) if r.executable and not r.user and r.va_start >> 63]
-    sites: List[Site] = []
-    wrmsr: List[int] = []
+    found = _Found([], [], [], "")
     seen_pa: Set[int] = set()
     total = 0
     for r in ranges:
@@ -291,17 +367,19 @@ def _scan_kernel_pages(snap: Snapshot) -> tuple[List[Site], List[int], str]:
         seen_pa.add(r.pa_start)
         code = target.PHYS.read(r.pa_start, size)
         total += size
-        sites += scan(code, r.va_start)
-        wrmsr += scan_wrmsr(code, r.va_start)
-    return sites, wrmsr, f"scan of {total >> 10} KiB of kernel-executable pages"
+        found.sysret += scan(code, r.va_start)
+        found.wrmsr += scan_wrmsr(code, r.va_start)
+        found.table_loads += scan_table_loads(code, r.va_start)
+    found.source = f"scan of {total >> 10} KiB of kernel-executable pages"
+    return found
 
 
 def arm(warnings: bool, with_wrmsr: bool = True) -> str:
     disarm()
     snap = target.snapshot()
-    sites, wrmsr, source = _find_sites(snap)
-    if not sites:
-        raise gdb.GdbError(f"sysret-watch: no SYSRET instruction found ({source})")
+    found = _find_sites(snap)
+    if not found.sysret:
+        raise gdb.GdbError(f"sysret-watch: no SYSRET instruction found ({found.source})")
     cpus = [t for t in gdb.selected_inferior().threads()]
     original = gdb.selected_thread()
     notes = []
@@ -316,19 +394,27 @@ def arm(warnings: bool, with_wrmsr: bool = True) -> str:
                              "they are learnt from the wrmsr sites")
     finally:
         original.switch()
-    WATCH.sites = sites
-    WATCH.wrmsr_sites = sorted(set(wrmsr)) if with_wrmsr else []
-    WATCH.breakpoints = [SysretBreakpoint(s) for s in sites]
+    WATCH.sites = found.sysret
+    WATCH.wrmsr_sites = sorted(set(found.wrmsr)) if with_wrmsr else []
+    WATCH.table_sites = sorted(set(found.table_loads))
+    WATCH.breakpoints = [SysretBreakpoint(s) for s in found.sysret]
     WATCH.breakpoints += [WrmsrBreakpoint(a) for a in WATCH.wrmsr_sites]
+    WATCH.breakpoints += [TableLoadBreakpoint(a) for a in WATCH.table_sites]
     WATCH.armed = True
     WATCH.warnings = warnings
-    WATCH.source = source
-    WATCH.checks = WATCH.wrmsr_checks = WATCH.findings = 0
-    WATCH.check_seconds = 0.0
+    WATCH.source = found.source
+    WATCH.memory = target.PHYS.source
+    WATCH.checks = WATCH.wrmsr_checks = WATCH.findings = WATCH.table_loads = 0
+    WATCH.check_seconds = WATCH.reused_seconds = 0.0
+    WATCH.verdicts.clear()
     WATCH.last = None
-    real = [s for s in sites if not s.shadowed]
+    target.forget_monitor()
+    real = [s for s in found.sysret if not s.shadowed]
     head = (f"sysret-watch: armed on {len(real)} sysret site(s) and {len(WATCH.wrmsr_sites)} wrmsr site(s) "
-            f"from {source}; stops on {'errors and warnings' if warnings else 'errors'}")
+            f"from {found.source}; stops on {'errors and warnings' if warnings else 'errors'}")
+    if not target.PHYS.shared:
+        notes.append("guest memory is read through the gdb stub; with guest RAM in a shared file "
+                     "(memory-backend-file,share=on) each check is several times cheaper")
     return "\n".join([head] + ["  " + n for n in notes])
 
 
@@ -338,6 +424,7 @@ def disarm() -> None:
             bp.delete()
     WATCH.breakpoints = []
     WATCH.armed = False
+    WATCH.verdicts.clear()
 
 
 class SysretWatch(GdbextCommand):
@@ -351,7 +438,10 @@ executable pages) and break on each, evaluating every sysret-check rule there;
 the guest stops only when a rule fails (with --warnings, on warnings too) and
 the diagnosis is printed.  Every WRMSR site is watched too: a write of STAR,
 LSTAR, SFMASK or EFER that cannot work stops at the wrmsr, naming it.
-off: remove the breakpoints.  status: sites, checks made, findings.
+LGDT and LTR sites are watched as well, only to know when GDTR or TR change.
+off: remove the breakpoints.  status: sites, checks made, findings, verdicts
+reused (a check whose every input -- registers, MSRs, monitor state, bytes
+of memory -- was unchanged since an earlier pass), mean check time.
 JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
 
     NAME = "sysret-watch"
@@ -374,7 +464,10 @@ JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
         text = (f"sysret-watch: {'armed' if st['armed'] else 'off'}; {len(real)} sysret site(s), "
                 f"{len(st['wrmsr_sites'])} wrmsr site(s); {st['checks']} sysret check(s), "
                 f"{st['wrmsr_checks']} wrmsr check(s), {st['findings']} finding(s); "
-                f"mean check {st['mean_check_ms']} ms")
+                f"{st['reused_verdicts']} verdict(s) reused unchanged; mean check {st['mean_check_ms']} ms "
+                f"({st['mean_reused_ms']} ms reused, {st['mean_evaluated_ms']} ms evaluated)")
+        if st["armed"]:
+            text += f"\n  memory: {st['memory']}; {len(st['table_load_sites'])} LGDT/LTR site(s) watched"
         if st["armed"]:
             text += "\n  sites: " + " ".join(
                 f"{s.address:#x}" + (f" <{s.symbol}>" if s.symbol else "") for s in real[:16])

@@ -24,8 +24,8 @@ Session = tuple[launch.Qemu, GdbDriver]
 
 @contextmanager
 def _session(paths: launch.KernelPaths, scenario: str = "spin", wait: bool = True,
-             smp: int = 1, connect: bool = True, timeout: float = 30.0) -> Iterator[Session]:
-    qemu = launch.Qemu(launch.QemuOptions(scenario=scenario, wait=wait, gdb_port=0, smp=smp))
+             smp: int = 1, connect: bool = True, timeout: float = 30.0, ram_file: bool = True) -> Iterator[Session]:
+    qemu = launch.Qemu(launch.QemuOptions(scenario=scenario, wait=wait, gdb_port=0, smp=smp, ram_file=ram_file))
     gdb = None
     try:
         qemu.start()
@@ -43,15 +43,15 @@ def _session(paths: launch.KernelPaths, scenario: str = "spin", wait: bool = Tru
 
 @pytest.fixture
 def kernel_session(kernel_paths: launch.KernelPaths) -> Callable[..., AbstractContextManager[Session]]:
-    """kernel_session(scenario="spin", wait=True, smp=1, connect=True) -> a context
+    """kernel_session(scenario="spin", wait=True, smp=1, connect=True, ram_file=True) -> a context
     manager yielding (qemu, gdb driver): the bundled kernel booted with a gdb stub on
     a free port, gdb with the kernel's symbols and gdbext loaded, connected unless
     connect=False (then `gdb.connect(qemu.gdb_port)` is the test's to do).  With
     wait=True the vCPUs sit at the reset vector until gdb continues them."""
 
     def open_session(scenario: str = "spin", wait: bool = True, smp: int = 1,
-                     connect: bool = True) -> AbstractContextManager[Session]:
-        return _session(kernel_paths, scenario, wait, smp, connect)
+                     connect: bool = True, ram_file: bool = True) -> AbstractContextManager[Session]:
+        return _session(kernel_paths, scenario, wait, smp, connect, ram_file=ram_file)
 
     return open_session
 

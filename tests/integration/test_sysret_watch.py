@@ -43,8 +43,8 @@ def gdb_session(qemu_factory, kernel_paths) -> Iterator:
     """start(scenario) -> a GdbDriver connected to a paused guest with gdbext loaded."""
     drivers = []
 
-    def start(scenario: str) -> GdbDriver:
-        qemu = qemu_factory(scenario=scenario, gdb_port=0, wait=True)
+    def start(scenario: str, ram_file: bool = True) -> GdbDriver:
+        qemu = qemu_factory(scenario=scenario, gdb_port=0, wait=True, ram_file=ram_file)
         gdb = GdbDriver(Path(kernel_paths.elf), timeout=60)
         drivers.append(gdb)
         gdb.load_gdbext()
@@ -72,11 +72,17 @@ def error_rules(findings: list) -> set:
     return {f["rule"] for f in findings if f["severity"] == "error"}
 
 
-@pytest.mark.parametrize("scenario", sorted(BROKEN))
-def test_broken_scenario_stops_before_the_fault(gdb_session, scenario):
+# Memory through the gdb stub (PhyMemMode) instead of the shared RAM file, for
+# a few scenarios that read page tables, the GDT and the TSS.
+STUB = ("gdt-order", "user-page-nx", "kernel-rsp")
+
+
+@pytest.mark.parametrize("scenario, ram_file", [(s, True) for s in sorted(BROKEN)] + [(s, False) for s in STUB])
+def test_broken_scenario_stops_before_the_fault(gdb_session, scenario, ram_file):
     rules, symbol, mnemonic = BROKEN[scenario]
-    gdb = gdb_session(scenario)
-    gdb.command("sysret-watch on")
+    gdb = gdb_session(scenario, ram_file=ram_file)
+    armed = gdb.command("sysret-watch on")
+    assert ("read through the gdb stub" in armed) is not ram_file, armed
     stop = gdb.resume_until_stop(BOOT_TIMEOUT)
     assert stop is not None and stop.reason != "exited", f"{scenario}: no stop, got {stop}"
 
@@ -102,8 +108,9 @@ def test_broken_scenario_stops_before_the_fault(gdb_session, scenario):
     assert gdb.command(f"print $sysret_ok({opsize})").strip().endswith("= 0")
 
 
-def test_ok_scenario_runs_to_the_end_and_a_good_sysret_passes(gdb_session):
-    gdb = gdb_session("ok")
+@pytest.mark.parametrize("ram_file", [True, False], ids=["ram-file", "stub"])
+def test_ok_scenario_runs_to_the_end_and_a_good_sysret_passes(gdb_session, ram_file):
+    gdb = gdb_session("ok", ram_file=ram_file)
     gdb.command("sysret-watch on")
     # A user breakpoint on the correct sysret, beside the watch's own.
     gdb.command("tbreak *syscall_return_sysret")
@@ -122,6 +129,9 @@ def test_ok_scenario_runs_to_the_end_and_a_good_sysret_passes(gdb_session):
     assert stop is not None and stop.reason == "exited", stop
     status = gdb.json("sysret-watch status")
     assert status["checks"] > 0 and status["findings"] == 0 and status["last_finding"] is None
+    # Armed at the reset vector: the kernel's own LGDT and LTR ran under the watch.
+    assert status["table_loads"] >= 2 and status["table_load_sites"]
+    assert status["memory"].startswith("shared RAM file" if ram_file else "gdb stub")
 
 
 def test_bad_arguments_give_one_clear_line(kernel_paths):
