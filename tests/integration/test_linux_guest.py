@@ -491,33 +491,7 @@ def test_info_msr_changes_nothing(linux, where):
     # And the guest still runs: the breakpoint at the SYSCALL entry is hit again.
     diff = _differences(before, after)
     stop_in_kernel(linux)
-    if diff and _only_limit_nibble_of_sysret_caches(before, after):
-        pytest.xfail("gdbext.target._RingZero restores a SYSRET-made CS/SS cache through a GDT descriptor, "
-                     "which adds the descriptor's limit[19:16] to QEMU's cache flags: CS 00a0fb00 -> 00affb00, "
-                     "SS 00c0f300 -> 00cff300 (limit and behaviour unchanged)")
     assert not diff, diff
-
-
-def _only_limit_nibble_of_sysret_caches(before: dict[str, str], after: dict[str, str]) -> bool:
-    """The one known trace: nothing changed but the CS/SS lines of info
-    registers, and in them only attribute bits 19:16, which were 0 before (the
-    descriptor's limit[19:16], which QEMU keeps in a cache loaded from a table
-    and SYSRET's fixed caches lack)."""
-    key = "monitor info registers 0"
-    if any(before[k] != after[k] for k in before if k != key):
-        return False
-    a, b = parse_monitor(before[key]), parse_monitor(after[key])
-    changed = [n for n in a.segments if a.segments[n] != b.segments[n]]
-    lines = [1 for x, y in zip(before[key].splitlines(), after[key].splitlines()) if x != y]
-    if not changed or not set(changed) <= {"cs", "ss"} or len(lines) != len(changed):
-        return False
-    for n in changed:
-        x, y = a.segments[n], b.segments[n]
-        if (x.selector, x.base, x.limit) != (y.selector, y.base, y.limit):
-            return False
-        if x.attrs & 0x000F0000 or (x.attrs ^ y.attrs) & ~0x000F0000:
-            return False
-    return True
 
 
 def run_to_sysretq(b: Booted) -> int:
