@@ -255,6 +255,18 @@ def _die_with_parent() -> None:
 # -- QEMU -------------------------------------------------------------------
 
 
+def _ram_dir(memory_mib: int) -> str:
+    """/dev/shm when it can hold the guest's RAM (a container's is often 64 MiB,
+    and a guest touching past a full tmpfs dies of SIGBUS), else the temp dir."""
+    try:
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize >= (memory_mib << 20) * 2:
+            return "/dev/shm"
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
 @dataclass
 class QemuOptions:
     """How to start QEMU.
@@ -266,8 +278,10 @@ class QemuOptions:
                  implies a gdb stub.
     serial_path: where COM1 goes; default a temporary file the Qemu owns.
     memory_mib, smp: guest RAM and vCPUs.
-    ram_file:    back guest RAM with a shared file in /dev/shm (Qemu.ram_path)
-                 that other processes can mmap.
+    ram_file:    back guest RAM with a shared file (Qemu.ram_path) that gdbext
+                 maps to read guest memory with no packet at all; on by default.
+                 In /dev/shm when it has room for the RAM, else the temporary
+                 directory.
     efi_image:   boot this EFI application (or, if it ends in .img, this
                  FAT image) under OVMF instead of the bundled kernel.
     kernel, initrd, append: direct Linux boot (no OVMF, no scenario).
@@ -280,7 +294,7 @@ class QemuOptions:
     serial_path: Path | None = None
     memory_mib: int = 256
     smp: int = 1
-    ram_file: bool = False
+    ram_file: bool = True
     efi_image: Path | None = None
     kernel: Path | None = None
     initrd: Path | None = None
@@ -402,7 +416,7 @@ class Qemu:
             self.serial_path = Path(self.opts.serial_path or self._tempdir / "serial.log")
             self._stderr_path = self._tempdir / "qemu.stderr"
             if self.opts.ram_file:
-                fd, name = tempfile.mkstemp(prefix="gdbext-ram-", dir="/dev/shm")
+                fd, name = tempfile.mkstemp(prefix="gdbext-ram-", dir=_ram_dir(self.opts.memory_mib))
                 os.close(fd)  # QEMU sizes and maps it
                 self.ram_path = Path(name)
             self._launch(qemu, firmware, esp_image)

@@ -379,7 +379,7 @@ def session(request) -> Iterator[Session]:
         except RuntimeError as exc:
             pytest.skip(f"no Linux guest: {exc}")
         opts = launch.QemuOptions(kernel=guest.vmlinuz, initrd=guest.initrd, append=guest.append,
-                                  gdb_port=0, memory_mib=LINUX_RAM_MIB)
+                                  gdb_port=0, memory_mib=LINUX_RAM_MIB, ram_file=ram_file)
         ready, elf = linuxguest.READY, None
     else:
         opts = launch.QemuOptions(scenario="spin", gdb_port=0, ram_file=ram_file)
