@@ -115,11 +115,16 @@ load, with the GDT descriptors they select; LSTAR and CSTAR with symbols;
 SFMASK with the RFLAGS bits it clears; FS_BASE, GS_BASE, KERNEL_GS_BASE.
 EFER and the three bases come from gdb's registers; the others are read by
 executing rdmsr in the guest (QEMU TCG only), which leaves every register,
-flag and byte as it was.  A vCPU halted in HLT cannot run rdmsr: those MSRs
-are then shown as unavailable, with the reason.
+flag and byte as it was.  A vCPU halted in HLT runs only once an interrupt
+is due: rdmsr then waits (at most 5 s of guest time) for its LAPIC timer,
+which wakes it without being delivered; the vCPU is left awake at the same
+RIP with that interrupt pending, and a note says so.  Where nothing will
+wake it (IF=0, timer masked), those MSRs are shown as unavailable, with the
+reason.
 Names: EFER STAR LSTAR CSTAR SFMASK FS_BASE GS_BASE KERNEL_GS_BASE TSC_AUX PAT
 SYSENTER_CS SYSENTER_ESP SYSENTER_EIP APIC_BASE, or any number (0xc0000081).
-JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...}}."""
+JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...},
+"notes": [...]}."""
 
     NAME = "info msr"
 

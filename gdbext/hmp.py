@@ -258,3 +258,54 @@ def parse_xp(text: str) -> tuple[int, bytes]:
     if start is None:
         raise DecodeError("empty xp dump")
     return start, bytes(out)
+
+
+# --- `info lapic N` --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LapicTimer:
+    """What QEMU's `info lapic N` says about the local APIC timer and priority.
+
+    mode: "one-shot", "periodic" or "tsc-deadline" (LVT timer bits 18:17,
+    Intel SDM Vol. 3A 11.5.1); divider: 1..128 (the DCR); current_count: the
+    count left.  QEMU's APIC bus runs at 1 GHz: a count lasts `divider` ns.
+    ppr: the processor priority; an interrupt is taken only if its vector's
+    priority class (vector >> 4) is above PPR's (SDM Vol. 3A 11.8.3.1).
+    """
+
+    masked: bool
+    mode: str
+    vector: int
+    divider: int
+    current_count: int
+    ppr: int
+    enabled: bool
+
+    def next_interrupt_ns(self) -> int | None:
+        """Nanoseconds of guest time until the timer interrupts the CPU, or None
+        when it will not (masked, stopped, below PPR, APIC disabled) or cannot
+        be told (TSC-deadline mode: QEMU does not print the deadline)."""
+        if not self.enabled or self.masked or self.mode not in ("one-shot", "periodic"):
+            return None
+        if self.current_count == 0 or self.vector >> 4 <= self.ppr >> 4:
+            return None
+        return self.current_count * self.divider
+
+
+_LVTT = re.compile(r"^LVTT\s+0x([0-9a-f]{8})\b(.*)$", re.MULTILINE)
+_TIMER = re.compile(r"^Timer\s+DCR=0x[0-9a-f]+ \(divide by (\d+)\) initial_count = (\d+) current_count = (\d+)",
+                    re.MULTILINE)
+_PPR = re.compile(r"\bPPR 0x([0-9a-f]+)")
+_SPIV = re.compile(r"^SPIV\s+0x[0-9a-f]+ APIC (enabled|disabled)", re.MULTILINE)
+
+
+def parse_info_lapic(text: str) -> LapicTimer:
+    lvtt, timer, ppr = _LVTT.search(text), _TIMER.search(text), _PPR.search(text)
+    if not (lvtt and timer and ppr):
+        raise DecodeError(f"not an `info lapic` dump: {text.strip()[:80]!r}")
+    raw = int(lvtt.group(1), 16)
+    mode = {0: "one-shot", 1: "periodic", 2: "tsc-deadline"}.get((raw >> 17) & 3, "reserved")
+    spiv = _SPIV.search(text)
+    return LapicTimer(masked=bool(raw & (1 << 16)), mode=mode, vector=raw & 0xFF,
+                      divider=int(timer.group(1)), current_count=int(timer.group(3)),
+                      ppr=int(ppr.group(1), 16), enabled=spiv is None or spiv.group(1) == "enabled")

@@ -43,7 +43,8 @@ def msr_text(r: dict) -> str:
             rows.append((name, hx(number), "unavailable", r["errors"].get(name, "")))
             continue
         rows.append((name, hx(number), hx(value, 16), _msr_meaning(name, r["decoded"].get(name, {}))))
-    return tabulate(rows, headers=("MSR", "number", "value", "meaning"), tablefmt="simple")
+    text = tabulate(rows, headers=("MSR", "number", "value", "meaning"), tablefmt="simple")
+    return "\n".join([text] + [f"note: {n}" for n in r.get("notes", [])])
 
 
 def _msr_meaning(name: str, d: dict) -> str:

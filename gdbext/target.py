@@ -412,22 +412,23 @@ class _Rdmsr:
     and afterwards put back in ring 3 with exactly the CS/SS caches it had
     (see `_RingZero`).
 
-    Refused: a vCPU halted in HLT (QEMU's stub never completes a step on it:
-    gdb would hang), compatibility mode (gdb sees only 32-bit registers),
-    and any stub that is not QEMU's TCG.
+    A vCPU halted in HLT runs only once an interrupt is pending: the first
+    step waits for its LAPIC timer (see `_step_halted`), and is refused when
+    nothing known will wake it within MAX_WAKE_SECONDS.  Also refused:
+    compatibility mode (gdb sees only 32-bit registers) and any stub that is
+    not QEMU's TCG.
     """
 
     def __init__(self, snap: Snapshot):
         self.snap = snap
+        self.wake_ns: Optional[int] = None
 
     def check(self) -> None:
         require_qemu()
         if "disabled" not in hmp("info kvm"):
             raise TargetError("gdbext: QEMU runs this guest under KVM; rdmsr cannot be injected safely there (TCG only)")
         if self.snap.halted:
-            raise TargetError(
-                f"gdbext: vCPU {self.snap.cpu} is halted in HLT; QEMU's stub cannot step it without waking it, "
-                "so MSRs other than EFER/FS/GS/KERNEL_GS bases are not read (stop it while it runs)")
+            self.wake_ns = _halted_wake_ns(self.snap)
         cs = self.snap.segments.get("cs")
         if not self.snap.cr0 & 1 or cs is None or cs.base != 0:
             # Real mode (or a CS with a base): RIP is not the linear address of
@@ -460,7 +461,13 @@ class _Rdmsr:
                 for number in todo:
                     remote.write("rip", rip)
                     remote.write("rcx", number)
-                    remote.step()
+                    if self.wake_ns is not None:
+                        _step_halted(remote, self.wake_ns)
+                        snap.woke_ns = self.wake_ns  # type: ignore[attr-defined]
+                        self.wake_ns = None
+                        snap.halted = False
+                    else:
+                        remote.step()
                     if remote.read("rip") != rip + len(RDMSR):
                         # QEMU's TCG answers 0 for MSRs it does not know instead of
                         # raising #GP, so this should not happen; if it does, the
@@ -485,6 +492,63 @@ class _Rdmsr:
 SYSRET_CS_FLAGS = 0x00A0FB00
 SYSRET_SS_FLAGS = 0x00C0F300
 SYSRETQ = b"\x48\x0f\x07"
+
+
+# How long gdbext lets guest time run to wake a halted vCPU (see _step_halted).
+MAX_WAKE_SECONDS = 5.0
+
+
+def _halted_wake_ns(snap: Snapshot) -> int:
+    """Guest nanoseconds until the local APIC timer wakes this halted vCPU,
+    or TargetError saying why nothing will."""
+    from gdbext.hmp import parse_info_lapic
+    from gdbext.decode import DecodeError
+
+    cpu = snap.cpu
+    if not snap.rflags & (1 << 9):
+        raise TargetError(
+            f"gdbext: vCPU {cpu} is halted with interrupts disabled (IF=0): only an NMI would wake it, "
+            "so it cannot run rdmsr")
+    try:
+        timer = parse_info_lapic(hmp(f"info lapic {cpu}"))
+    except DecodeError as exc:
+        raise TargetError(f"gdbext: vCPU {cpu} is halted and its local APIC cannot be read: {exc}") from None
+    ns = timer.next_interrupt_ns()
+    if ns is None:
+        why = ("its APIC is disabled" if not timer.enabled else "its LAPIC timer is masked" if timer.masked
+               else "its LAPIC timer is in TSC-deadline mode, whose deadline QEMU does not show"
+               if timer.mode == "tsc-deadline" else "its LAPIC timer is not running"
+               if timer.current_count == 0 else f"the timer's vector {timer.vector:#x} is below PPR {timer.ppr:#x}")
+        raise TargetError(f"gdbext: vCPU {cpu} is halted in HLT and nothing known will wake it ({why}); "
+                          "rdmsr needs it awake")
+    if ns > MAX_WAKE_SECONDS * 1e9:
+        raise TargetError(f"gdbext: vCPU {cpu} is halted in HLT until its timer fires in {ns / 1e9:.1f} s; "
+                          f"rdmsr waits at most {MAX_WAKE_SECONDS:.0f} s")
+    return ns
+
+
+def _step_halted(remote: "_Remote", wake_ns: int) -> None:
+    """The first rdmsr step on a halted vCPU.
+
+    QEMU runs a halted vCPU only once an interrupt is pending, so this step
+    lets guest time run (NOIRQ without NOTIMER) until the LAPIC timer fires,
+    `wake_ns` from now.  With NOIRQ the interrupt is not delivered: the vCPU
+    leaves HLT and executes the rdmsr at RIP (the instruction after HLT).
+    The interrupt stays pending; on resume the guest takes it at that RIP,
+    exactly as it would have on waking.  gdb's remote timeout is raised for
+    this one packet so that it waits for the stop reply.
+    """
+    before = gdb.parameter("remotetimeout")
+    wait = int(2 + 2 * wake_ns / 1e9)
+    send_packet("Qqemu.sstep=0x3")
+    try:
+        if before is not None and before < wait:
+            gdb.execute(f"set remotetimeout {wait}", to_string=True)
+        remote.step()
+    finally:
+        if before is not None and before < wait:
+            gdb.execute(f"set remotetimeout {before}", to_string=True)
+        send_packet("Qqemu.sstep=0x7")
 
 
 class _RingZero:
@@ -633,6 +697,7 @@ class _Injector:
                 values = _Rdmsr(self.snap).read(todo)
             finally:
                 _suspend_invalidation[0] -= 1
+                forget_monitor(self.snap.cpu)   # HLT may have changed; the rest is as it was
             self.snap.msrs.update(values)
         return {n: self.snap.msr(n) for n in numbers}
 

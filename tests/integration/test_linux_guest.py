@@ -552,8 +552,11 @@ def test_kaslr_and_four_level_paging(guest):
 
 @pytest.mark.qemu
 def test_idle_guest_halted_in_kernel(guest):
-    """Stopped in the idle loop (HLT): CPL 0, halted, and the MSRs that need
-    rdmsr are reported unreadable rather than read by stepping a halted vCPU."""
+    """Stopped in the idle loop (HLT): CPL 0, halted; rdmsr waits for the
+    vCPU's own LAPIC timer (read from `info lapic`), which wakes it without
+    being delivered.  Afterwards every register and the bytes at RIP are as
+    before, the vCPU is awake with the timer interrupt pending in its IRR,
+    and the guest takes that interrupt when it resumes."""
     with boot(guest, mode="idle") as b:
         g = b.gdb
         m: Monitor | None = None
@@ -565,10 +568,29 @@ def test_idle_guest_halted_in_kernel(guest):
         assert m is not None and m.halted, "never found the idle guest halted"
         cpl = g.json("info cpl")
         assert (cpl["cpl"], cpl["halted"], cpl["rip"]) == (0, True, m.rip)
-        msr = g.json("info msr")
-        assert msr["msrs"]["EFER"] == m.efer
-        assert msr["msrs"]["STAR"] is None and "STAR" in msr["errors"]
-        assert monitor(g).halted, "reading MSRs woke the halted vCPU"
         gdt = g.json("info gdt --no-star")
         assert (gdt["base"], gdt["limit"]) == (m.gdt_base, m.gdt_limit)
         assert g.json("info tss")["base"] == m.segments["tr"].base
+
+        lapic = g.command("monitor info lapic 0")
+        timer_vector = int(re.search(r"^LVTT\s+0x([0-9a-f]{8})", lapic, re.M).group(1), 16) & 0xFF
+        before = _machine_state(g, m.gdt_base, m.gdt_limit)
+        msr = g.json("info msr")
+        assert msr["msrs"]["EFER"] == m.efer
+        assert msr["msrs"]["STAR"] >> 32 == (USER32_CS << 16) | KERNEL_CS, msr["errors"]
+        assert msr["msrs"]["LSTAR"] == b.ksyms["entry_SYSCALL_64"]
+        assert any("halted in HLT" in n for n in msr["notes"]), msr["notes"]
+        after = _machine_state(g, m.gdt_base, m.gdt_limit)
+
+        key = "monitor info registers 0"
+        woke = parse_monitor(after[key])
+        assert not woke.halted and woke.rip == m.rip
+        # The only change in the monitor's dump is HLT=1 -> HLT=0.
+        assert after[key].replace("HLT=0", "HLT=1") == before[key]
+        assert {k: v for k, v in after.items() if k != key} == {k: v for k, v in before.items() if k != key}
+        irr = re.search(r"^IRR\s+(.*)$", g.command("monitor info lapic 0"), re.M).group(1)
+        assert str(timer_vector) in irr.split(), f"timer vector {timer_vector} not pending: IRR {irr}"
+        # The guest goes on: it takes the interrupt and idles again.
+        g.resume_until_stop(0.5)
+        assert parse_monitor(g.command(key)).cpl == 0
+        assert "GUEST READY" in b.qemu.serial_text()

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gdbext.decode import DecodeError
 from gdbext.hmp import (
+    parse_info_lapic,
     HmpRegisters,
     parse_all_info_registers,
     parse_info_registers,
@@ -155,3 +156,78 @@ def test_mangled_real_text(stem, data):
     except DecodeError:
         return
     assert set(r.segments) == {"es", "cs", "ss", "ds", "fs", "gs"}
+
+# --- info lapic ----------------------------------------------------------------------
+
+# QEMU 7.2's `info lapic 0`: Debian's Linux 6.1 idle in HLT (its one-shot
+# LAPIC timer armed), and the bundled kernel spinning (OVMF's periodic timer,
+# left masked).
+LAPIC_LINUX = """dumping local APIC state for CPU 0 
+
+LVT0\t 0x00010700 active-hi edge  masked                      ExtINT (vec 0)
+LVT1\t 0x00000400 active-hi edge                              NMI   
+LVTPC\t 0x00010000 active-hi edge  masked                      Fixed  (vec 0)
+LVTERR\t 0x000000fe active-hi edge                              Fixed  (vec 254)
+LVTTHMR\t 0x00010000 active-hi edge  masked                      Fixed  (vec 0)
+LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)
+Timer\t DCR=0x3 (divide by 16) initial_count = 23725295 current_count = 18745666
+SPIV\t 0x000001ff APIC enabled, focus=off, spurious vec 255
+ICR\t 0x000c4610 physical edge assert all
+ICR2\t 0x00000000
+ESR\t 0x00000000
+ISR\t (none)
+IRR\t (none)
+
+APR 0x00 TPR 0x10 DFR 0x0f LDR 0x01 PPR 0x10
+"""
+
+LAPIC_KERNEL = """dumping local APIC state for CPU 0 
+
+LVT0\t 0x00010700 active-hi edge  masked                      ExtINT (vec 0)
+LVT1\t 0x00000400 active-hi edge                              NMI   
+LVTPC\t 0x00010000 active-hi edge  masked                      Fixed  (vec 0)
+LVTERR\t 0x00010000 active-hi edge  masked                      Fixed  (vec 0)
+LVTTHMR\t 0x00010000 active-hi edge  masked                      Fixed  (vec 0)
+LVTT\t 0x00030020 active-hi edge  masked         periodic     Fixed  (vec 32)
+Timer\t DCR=0xb (divide by 1) initial_count = 10000000 current_count = 7725095
+SPIV\t 0x0000010f APIC enabled, focus=off, spurious vec 15
+ICR\t 0x00000000 physical edge de-assert no-shorthand
+ICR2\t 0x00000000 cpu 0 (APIC ID)
+ESR\t 0x00000000
+ISR\t (none)
+IRR\t (none)
+
+APR 0x00 TPR 0x00 DFR 0x0f LDR 0x00 PPR 0x00
+"""
+
+
+def test_lapic_linux_idle_timer_is_due():
+    t = parse_info_lapic(LAPIC_LINUX)
+    assert (t.masked, t.mode, t.vector, t.divider, t.current_count, t.ppr, t.enabled) == (
+        False, "one-shot", 0xEC, 16, 18745666, 0x10, True)
+    # QEMU's APIC bus is 1 GHz: a count lasts `divider` ns.
+    assert t.next_interrupt_ns() == 18745666 * 16
+
+
+def test_lapic_masked_timer_wakes_nothing():
+    t = parse_info_lapic(LAPIC_KERNEL)
+    assert (t.masked, t.mode, t.vector, t.divider) == (True, "periodic", 0x20, 1)
+    assert t.next_interrupt_ns() is None
+
+
+@pytest.mark.parametrize("change, due", [
+    (lambda s: s.replace("0x000000ec", "0x000400ec").replace("one-shot    ", "tsc-deadline"), False),
+    (lambda s: s.replace("current_count = 18745666", "current_count = 0"), False),
+    (lambda s: s.replace("PPR 0x10", "PPR 0xe0"), False),      # vector 0xec: class 14, not above PPR's 14
+    (lambda s: s.replace("PPR 0x10", "PPR 0xd0"), True),
+    (lambda s: s.replace("APIC enabled", "APIC disabled"), False),
+    (lambda s: s.replace("0x000000ec", "0x000200ec"), True),    # periodic
+])
+def test_lapic_when_the_timer_is_due(change, due):
+    assert (parse_info_lapic(change(LAPIC_LINUX)).next_interrupt_ns() is not None) is due
+
+
+def test_lapic_garbage_is_one_decode_error():
+    for text in ("", "CPU#0\nRAX=0", LAPIC_LINUX.replace("Timer", "Tinmer")):
+        with pytest.raises(DecodeError):
+            parse_info_lapic(text)
