@@ -529,11 +529,22 @@ def test_sysret_rules_pass_on_linux(linux):
         if "entry_SYSRETL_compat_unsafe_stack" in linux.ksyms:
             low, high = linux.ksyms["entry_SYSRETL_compat_unsafe_stack"], linux.ksyms["entry_SYSRETL_compat_end"]
             assert any(low <= site < high for site in status["sites"]), "the compat sysretl is not watched"
-        stop = g.resume_until_stop(10)
+        stop = g.resume_until_stop(15)
         assert stop is None, f"sysret-watch stopped Linux: {stop.console[-1500:]}"
         status = g.json("sysret-watch status")
+        print(f"\nLinux, 15 s watched: {status['checks']} sysret checks, {status['reused_verdicts']} reused, "
+              f"mean check {status['mean_check_ms']} ms")
         assert status["findings"] == 0
-        assert status["checks"] >= 100, f"only {status['checks']} sysret checks in 10 s of the syscall loop"
+        assert status["checks"] >= 1000, f"only {status['checks']} sysret checks in 15 s of the syscall loop"
+        # And with every check evaluating every rule (no verdict reused): still no finding.
+        g.command("sysret-watch on")
+        g.command("python from gdbext.commands import sysret as _w; _w.WATCH.verdicts.limit = 0")
+        stop = g.resume_until_stop(5)
+        assert stop is None, f"sysret-watch stopped Linux: {stop.console[-1500:]}"
+        status = g.json("sysret-watch status")
+        print(f"Linux, 5 s watched, no reuse: {status['checks']} checks, mean {status['mean_evaluated_ms']} ms")
+        assert status["findings"] == 0 and status["reused_verdicts"] == 0
+        assert status["checks"] >= 300, f"only {status['checks']} full sysret checks in 5 s"
     finally:
         g.command("sysret-watch off")
 
