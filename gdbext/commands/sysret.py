@@ -403,7 +403,7 @@ def arm(warnings: bool, with_wrmsr: bool = True) -> str:
     WATCH.armed = True
     WATCH.warnings = warnings
     WATCH.source = found.source
-    WATCH.memory = target.PHYS.source
+    WATCH.memory = "shared RAM file (mmap)" if target.PHYS.shared else "gdb stub (PhyMemMode)"
     WATCH.checks = WATCH.wrmsr_checks = WATCH.findings = WATCH.table_loads = 0
     WATCH.check_seconds = WATCH.reused_seconds = 0.0
     WATCH.verdicts.clear()
