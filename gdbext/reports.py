@@ -110,9 +110,8 @@ def msr_report(snap: Snapshot, only: Optional[Dict[str, int]] = None,
             continue
         decoded[name] = _decode_msr(snap, name, number, msrs[name], symbolize)
     notes = []
-    woke_ns = getattr(snap, "woke_ns", None)
-    if woke_ns is not None:
-        notes.append(f"vCPU {snap.cpu} was halted in HLT: guest time ran {woke_ns / 1e6:.1f} ms to its LAPIC timer "
+    if snap.woke_ns is not None:
+        notes.append(f"vCPU {snap.cpu} was halted in HLT: guest time ran {snap.woke_ns / 1e6:.1f} ms to its LAPIC timer "
                      "interrupt, which woke it to run rdmsr; that interrupt is pending and is taken when the "
                      "guest resumes, as on any wake-up")
     return {"cpu": snap.cpu, "msrs": msrs, "numbers": {n: num for n, num in wanted},

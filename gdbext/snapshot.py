@@ -160,6 +160,11 @@ class Snapshot:
     exact_reads: bool = field(default=False, repr=False)
     read_log: Optional[List[Tuple[int, int, bytes]]] = field(default=None, repr=False)
     ranges: Dict[Tuple[int, int], bytes] = field(default_factory=dict, repr=False)
+    # From the live target only: the parsed monitor answer the segment and
+    # table registers came from (its raw flag words too), and, if rdmsr had
+    # to wait for a halted vCPU's timer to wake it, how long (guest ns).
+    monitor: Optional[object] = field(default=None, repr=False)
+    woke_ns: Optional[int] = field(default=None, repr=False)
 
     # -- registers -------------------------------------------------------
     def reg(self, name: str) -> int:

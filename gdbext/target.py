@@ -252,36 +252,32 @@ class PhysicalMemory:
         self._shared: Optional[SharedRam] = None
         self._probed = False
         self.stub_reads = 0
-        self.mode_switches = 0
-        self._depth = 0
-        self._mode_before: Optional[bytes] = None
+        self._session: Optional[contextlib.ExitStack] = None
+        self._in_phys_mode = False
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        """Stub reads inside share one PhyMemMode switch (made at the first
-        of them, if any) and one restore plus dcache flush at the end."""
-        self._depth += 1
-        try:
+        """Stub reads inside share one phys_mode(): entered at the first of
+        them, if any, and left (mode restored, dcache flushed) at the end."""
+        if self._session is not None:   # nested: the outer session does it
             yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0 and self._mode_before is not None:
-                before, self._mode_before = self._mode_before, None
-                send_packet("Qqemu.PhyMemMode:" + ("1" if before.strip() == b"1" else "0"))
-                gdb.execute("maint flush dcache", to_string=True)
+            return
+        with contextlib.ExitStack() as stack:
+            self._session = stack
+            try:
+                yield
+            finally:
+                self._session = None
+                self._in_phys_mode = False
 
     def _stub(self, pa: int, size: int) -> bytes:
         self.stub_reads += 1
-        if not self._depth:
-            self.mode_switches += 1
+        if self._session is None:
             with phys_mode():
                 return _stub_read(pa, size)
-        if self._mode_before is None:
-            before = send_packet("qqemu.PhyMemMode")
-            if send_packet("Qqemu.PhyMemMode:1") != b"OK":
-                raise TargetError("gdbext: QEMU refused physical-memory mode (Qqemu.PhyMemMode)")
-            self.mode_switches += 1
-            self._mode_before = before
+        if not self._in_phys_mode:
+            self._session.enter_context(phys_mode())
+            self._in_phys_mode = True
         return _stub_read(pa, size)
 
     def _probe(self) -> None:
@@ -463,7 +459,7 @@ class _Rdmsr:
                     remote.write("rcx", number)
                     if self.wake_ns is not None:
                         _step_halted(remote, self.wake_ns)
-                        snap.woke_ns = self.wake_ns  # type: ignore[attr-defined]
+                        snap.woke_ns = self.wake_ns
                         self.wake_ns = None
                         snap.halted = False
                     else:
@@ -582,7 +578,7 @@ class _RingZero:
             if walk.pa is None:
                 raise TargetError("gdbext: cannot switch to CPL 0 for rdmsr: the GDT is not mapped")
             self.slots[index] = snap.gdtr.base + index * 8
-        raw = getattr(getattr(snap, "monitor", None), "raw_flags", {})
+        raw = getattr(snap.monitor, "raw_flags", {})
         self.sysret_made = (
             raw.get("cs") == SYSRET_CS_FLAGS and raw.get("ss") == SYSRET_SS_FLAGS
             and self.cs.base == 0 and self.ss.base == 0
@@ -712,8 +708,8 @@ def invalidate(*_args) -> None:
 
 
 # The last `info registers N` per vCPU, kept across stops for the watch
-# (`snapshot(reuse_monitor=True)`): segment caches and table registers
-# change only when a segment or table register is loaded.
+# (`stop_snapshot`): segment caches and table registers change only when a
+# segment or table register is loaded.
 _monitor: Dict[Tuple[int, int], object] = {}
 
 
@@ -768,7 +764,7 @@ def snapshot() -> Snapshot:
     return snap
 
 
-def stop_snapshot() -> Snapshot:
+def stop_snapshot(regs: Optional[LiveRegisters] = None) -> Snapshot:
     """The selected vCPU at a breakpoint, for a check made inside stop().
 
     Built for speed and for gdbext.checks.memo: registers read lazily
@@ -776,11 +772,12 @@ def stop_snapshot() -> Snapshot:
     state kept from an earlier stop while the CS and SS selectors are
     unchanged (see `forget_monitor`).  The vCPU is executing, so not halted.
     No MSR reader: the caller supplies the MSRs it knows.  Not cached.
+    `regs`: registers this stop already read, so none is read twice.
     """
     _connection()
     require_qemu()
     cpu = selected_cpu()
-    regs = LiveRegisters()
+    regs = LiveRegisters() if regs is None else regs
     h = monitor_state(cpu, regs)
     snap = _snapshot_from(h, regs, cpu)
     snap.halted = False
@@ -802,7 +799,7 @@ def _snapshot_from(h, regs: Dict[str, int], cpu: int) -> Snapshot:
         cpu=cpu,
         phys_reader=PHYS.read,
     )
-    snap.monitor = h  # type: ignore[attr-defined]
+    snap.monitor = h
     if getattr(h, "bases_truncated", False):
         _fix_truncated_bases(snap)
     return snap

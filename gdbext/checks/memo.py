@@ -96,9 +96,6 @@ class LazyRegisters(dict):
         except KeyError:
             return default
 
-    def value(self, name: str) -> Optional[int]:
-        return self.get(name)
-
 
 class VerdictCache:
     """The last few passing Inputs, per key (vCPU and operand size).

@@ -188,10 +188,10 @@ def _no_rdmsr(number: int) -> int:
     raise SnapshotError(f"MSR {number:#x} is not known to the watch (it cannot run rdmsr inside a stop)")
 
 
-def _snapshot_in_stop() -> Snapshot:
+def _snapshot_in_stop(regs: Optional[target.LiveRegisters] = None) -> Snapshot:
     """A snapshot inside a breakpoint's stop(): no rdmsr, the watch's MSRs."""
     with target.in_stop_callback():
-        snap = target.stop_snapshot()
+        snap = target.stop_snapshot(regs)
     snap.msrs.update(WATCH.msrs_for(snap.cpu))
     snap.msr_reader = _no_rdmsr
     return snap
@@ -207,16 +207,16 @@ def check_here(opsize: int) -> Optional[rules.Report]:
     msrs = WATCH.msrs_for(cpu)
     live = target.LiveRegisters()
     kept = target.monitor_state(cpu, live)
-    if WATCH.verdicts.lookup(key, live.value, msrs, target.PHYS.read, kept):
+    if WATCH.verdicts.lookup(key, live.get, msrs, target.PHYS.read, kept):
         return None
-    snap = _snapshot_in_stop()
+    snap = _snapshot_in_stop(live)
     report = rules.evaluate(snap, opsize=opsize)
     if report.ok(warnings=WATCH.warnings):
         WATCH.verdicts.store(key, Inputs.of(snap.regs, snap.msrs, snap.read_log or [], snap.monitor))
         return None
     # Fail: never on kept monitor state alone.  Read it again and decide.
     target.forget_monitor(cpu)
-    snap = _snapshot_in_stop()
+    snap = _snapshot_in_stop(live)
     report = rules.evaluate(snap, opsize=opsize)
     return None if report.ok(warnings=WATCH.warnings) else report
 
