@@ -135,11 +135,16 @@ class GdbDriver:
         proc = self._gdb.gdb_process
         if proc is None or proc.poll() is not None:
             return None
-        # A SIGINT that lands while gdb runs a Python breakpoint callback is
-        # taken by that callback; send it again until the guest stops.
-        for _ in range(5):
+        # gdb drops a SIGINT that lands while it steps over a breakpoint (it
+        # is waiting for no stop reply then); under sysret-watch that is most
+        # of a stop, at a thousand stops a second.  One that lands in a
+        # Python stop() callback stops the guest.  So: send it again, often,
+        # until the guest stops.  A spare one that reaches gdb once it is idle
+        # only makes it print "Quit".
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             os.kill(proc.pid, signal.SIGINT)
-            stop = self._wait_stop(3)
+            stop = self._wait_stop(0.3)
             if stop is not None or self.target_gone:
                 return stop
         return None

@@ -439,6 +439,8 @@ the guest stops only when a rule fails (with --warnings, on warnings too) and
 the diagnosis is printed.  Every WRMSR site is watched too: a write of STAR,
 LSTAR, SFMASK or EFER that cannot work stops at the wrmsr, naming it.
 LGDT and LTR sites are watched as well, only to know when GDTR or TR change.
+While the guest hits watched sites fast, gdb may drop a Ctrl-C that lands as
+it steps over one: press it again.
 off: remove the breakpoints.  status: sites, checks made, findings, verdicts
 reused (a check whose every input -- registers, MSRs, monitor state, bytes
 of memory -- was unchanged since an earlier pass), mean check time.
