@@ -173,10 +173,28 @@ static void map_identity(void)
 	     IDENTITY_MAP_START, IDENTITY_MAP_END, large_pages);
 }
 
+/*
+ * The PML4 and the page beside it (CR3 with bit 12 flipped, where Linux's
+ * page-table isolation keeps its second top-level table) as an 8 KiB-aligned
+ * pair, the second page left zero: this kernel does not isolate page tables,
+ * and a debugger that looks there finds provably no table, wherever the
+ * firmware put the pool.
+ */
+static uint64_t alloc_pml4(void)
+{
+	uint64_t first = page_alloc();
+	for (;;) {
+		uint64_t second = page_alloc();
+		if (!(first & PAGE_SIZE) && second == first + PAGE_SIZE)
+			return first;
+		first = second;
+	}
+}
+
 void setup_paging(void)
 {
 	page_alloc_init(&boot_info.page_pool);
-	pml4_pa = page_alloc();
+	pml4_pa = alloc_pml4();
 	map_segments();
 	map_user_stack();
 	map_identity();
