@@ -194,7 +194,8 @@ def _fetch_packages(out: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="linux-guest-", dir=out) as tmp:
         debs = _download([kernel_package, BUSYBOX_PACKAGE], Path(tmp))
         kernel = _extract(debs[kernel_package], lambda n: re.fullmatch(r"\./boot/vmlinuz-.*", n) is not None)
-        box = _extract(debs[BUSYBOX_PACKAGE], lambda n: n == "./bin/busybox")
+        # Debian 12 ships ./bin/busybox; Debian 13 is merged-/usr: ./usr/bin/busybox.
+        box = _extract(debs[BUSYBOX_PACKAGE], lambda n: n in ("./bin/busybox", "./usr/bin/busybox"))
         versions = {pkg: _deb_version(deb) for pkg, deb in debs.items()}
     (kname, kdata), (_, bdata) = kernel, box
     _atomic_write(out / "vmlinuz", kdata)
