@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 INIT = Path(__file__).resolve().parent / "init.py"
@@ -47,7 +47,11 @@ class Stop:
 class GdbDriver:
     """One gdb process.  Always `close()` it (or use it as a context manager)."""
 
-    def __init__(self, elf: Optional[Path] = None, gdb: str = "gdb", timeout: float = 30.0):
+    def __init__(self, elf: Optional[Path] = None, gdb: str = "gdb", timeout: float = 30.0,
+                 target_exit: Optional[Callable[[], Optional[str]]] = None):
+        """target_exit: says why the target is gone (e.g. `Qemu.exit_summary`),
+        or None while it runs; a failed command then raises that, not gdb's
+        "The program is not being run" or "no target"."""
         from pygdbmi.gdbcontroller import GdbController
 
         argv = [gdb, "--nx", "--quiet", "--interpreter=mi3"]
@@ -55,6 +59,7 @@ class GdbDriver:
             argv.append(str(elf))
         self._gdb = GdbController(command=argv, time_to_check_for_additional_output_sec=0.05)
         self.timeout = timeout
+        self.target_exit = target_exit
         self._tokens = itertools.count(1)
         self._pending: List[Dict] = []
         self.closed = False
@@ -102,8 +107,11 @@ class GdbDriver:
         out = "".join(m.get("payload") or "" for m in seen if m.get("type") in ("console", "output", "target"))
         self._stops_seen = [m for m in seen if m.get("type") == "notify" and m.get("message") == "stopped"]
         if result.get("message") == "error":
-            raise GdbError((result.get("payload") or {}).get("msg", "error").strip())
+            raise GdbError(self._gone() or (result.get("payload") or {}).get("msg", "error").strip())
         return out
+
+    def _gone(self) -> Optional[str]:
+        return self.target_exit() if self.target_exit is not None else None
 
     def json(self, text: str, timeout: Optional[float] = None):
         out = self.command(text + " --json", timeout)
@@ -124,7 +132,7 @@ class GdbDriver:
         (the target is then interrupted, so it is stopped either way)."""
         result, _ = self.mi(command)
         if result.get("message") == "error":
-            raise GdbError((result.get("payload") or {}).get("msg", "error"))
+            raise GdbError(self._gone() or (result.get("payload") or {}).get("msg", "error"))
         stop = self._wait_stop(timeout)
         if stop is None and not self.target_gone:
             self.interrupt()

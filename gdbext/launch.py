@@ -56,6 +56,14 @@ SCENARIOS: tuple[str, ...] = (
 EXIT_SUCCESS, EXIT_FAULT, EXIT_RAN_ON = 33, 35, 37
 EXIT_RESET = 0  # QEMU's status after a triple fault (or a reset) with -no-reboot
 
+# The first serial line of a guest whose kernel runs: the bundled kernel's
+# log prefix, and Linux's banner (printed with console=ttyS0).
+BUNDLED_KERNEL_FIRST_LINE = r"^\[kernel\] "
+LINUX_FIRST_LINE = r"Linux version \d"
+# OVMF's screen control sequences, and NULs (a loader printing strings its
+# image lost), which mean nothing in a log.
+_SERIAL_NOISE = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x00")
+
 SCENARIO_FW_CFG_NAME = "opt/org.gdbext/scenario"
 QEMU_BINARY = "qemu-system-x86_64"
 DEFAULT_OVMF = Path("/usr/share/ovmf/OVMF.fd")
@@ -93,16 +101,27 @@ class LaunchError(Exception):
 
 
 class QemuExited(RuntimeError):
-    """QEMU exited while we were waiting for something in its serial log."""
+    """QEMU exited while we were waiting for the guest (its serial log, a stop).
 
-    def __init__(self, status: int | None, serial_tail: str, stderr: str = ""):
+    before_kernel: the guest's kernel never printed its first line (it died
+    in the firmware or the loader), which every report says first.
+    """
+
+    def __init__(self, status: int | None, serial_tail: str, stderr: str = "", before_kernel: bool = False):
         self.status = status
         self.serial_tail = serial_tail
         self.stderr = stderr
+        self.before_kernel = before_kernel
         message = f"QEMU exited with status {status} ({describe_status(status)})"
+        if before_kernel:
+            message += " before the kernel's first line"
         if stderr.strip():
             message += f"; QEMU said: {_first_error_line(stderr)}"
-        super().__init__(f"{message}; last serial lines:\n{serial_tail}")
+        if serial_tail.strip():
+            message += f"; last serial lines:\n{serial_tail}"
+        else:
+            message += "; the serial log is empty"
+        super().__init__(message)
 
 
 def describe_status(status: int | None) -> str:
@@ -286,6 +305,10 @@ class QemuOptions:
                  FAT image) under OVMF instead of the bundled kernel.
     kernel, initrd, append: direct Linux boot (no OVMF, no scenario).
     extra_args:  appended to QEMU's command line.
+    first_line:  a regular expression for the first serial line the guest's
+                 kernel prints, to tell a guest that died before its kernel
+                 ran; default the bundled kernel's, or Linux's for `kernel`,
+                 none for `efi_image`.
     """
 
     scenario: str = "ok"
@@ -300,6 +323,15 @@ class QemuOptions:
     initrd: Path | None = None
     append: str | None = None
     extra_args: list[str] = field(default_factory=list)
+    first_line: str | None = None
+
+    @property
+    def kernel_first_line(self) -> str | None:
+        if self.first_line is not None:
+            return self.first_line
+        if self.kernel is not None:
+            return LINUX_FIRST_LINE
+        return BUNDLED_KERNEL_FIRST_LINE if self.efi_image is None else None
 
     def validate(self) -> None:
         if self.kernel is None and self.scenario not in SCENARIOS:
@@ -393,6 +425,7 @@ class Qemu:
         self._tempdir: Path | None = None
         self._final_serial: str | None = None
         self._stderr_path: Path | None = None
+        self._stopped = False  # stop() ended it: not the guest's doing
 
     # -- lifetime -----------------------------------------------------------
     def __enter__(self) -> Qemu:  # noqa: PYI034 (Self needs Python 3.11)
@@ -521,6 +554,8 @@ class Qemu:
 
     def stop(self) -> None:
         """Stop QEMU (SIGTERM, then SIGKILL), reap it and remove its temporary files.  Idempotent."""
+        if self.running:
+            self._stopped = True
         self._reap()
         if self._tempdir is not None:
             try:
@@ -563,7 +598,31 @@ class Qemu:
             return ""
 
     def serial_tail(self, lines: int = 15) -> str:
-        return "\n".join(self.serial_text().splitlines()[-lines:])
+        """The last lines of COM1 that say something (no screen control, no NULs)."""
+        text = _SERIAL_NOISE.sub("", self.serial_text())
+        return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+
+    def kernel_started(self) -> bool | None:
+        """Whether the guest's kernel printed its first line; None when unknown
+        (an EFI image or kernel whose first line was not given)."""
+        pattern = self.opts.kernel_first_line
+        if pattern is None:
+            return None
+        return re.search(pattern, self.serial_text(), re.MULTILINE) is not None
+
+    def exited_error(self) -> QemuExited | None:
+        """What ended QEMU, as an exception to raise or print; None while it
+        runs, or when stop() ended it."""
+        status = self.returncode
+        if status is None or self._stopped:
+            return None
+        return QemuExited(status, self.serial_tail(), self.stderr_text(), before_kernel=self.kernel_started() is False)
+
+    def exit_summary(self) -> str | None:
+        """exited_error() as one message (for gdb drivers: what to say instead
+        of "no target" once the guest is gone)."""
+        error = self.exited_error()
+        return None if error is None else str(error)
 
     def wait_serial(self, pattern: str, timeout: float) -> re.Match:
         """The first match of `pattern` (re.MULTILINE) in the serial log.
@@ -579,7 +638,7 @@ class Qemu:
             if match:
                 return match
             if exited:
-                raise QemuExited(self.returncode, self.serial_tail(), self.stderr_text())
+                raise self.exited_error() or QemuExited(self.returncode, self.serial_tail(), self.stderr_text())
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{pattern!r} not in the serial log after {timeout:g} s; last lines:\n{self.serial_tail()}")
             time.sleep(POLL_SECONDS)

@@ -303,7 +303,7 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
         report.durations["boot_qemu"] = round(time.monotonic() - t_start, 3)
         t = time.monotonic()
         try:
-            driver = GdbDriver(elf=elf, timeout=COMMAND_TIMEOUT)
+            driver = GdbDriver(elf=elf, timeout=COMMAND_TIMEOUT, target_exit=qemu.exit_summary)
             driver.load_gdbext()
             driver.connect(qemu.gdb_port)
         except (GdbError, GdbTimeout, OSError) as exc:
@@ -362,6 +362,8 @@ def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: i
         except TimeoutError:
             report.errors.append("gdb lost the target but QEMU is still running")
         report.guest_status = launch.describe_status(report.exit_code)
+        if qemu.kernel_started() is False:
+            report.guest_status += " before the kernel's first line"
         return
     bkpt = stop.payload.get("bkptno")
     number = int(bkpt) if bkpt and bkpt.lstrip("-").isdigit() else None

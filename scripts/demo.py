@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gdbext.driver import GdbDriver, GdbError  # noqa: E402
-from gdbext.launch import LaunchError, Qemu, QemuOptions, SCENARIOS, build_kernel  # noqa: E402
+from gdbext.launch import LaunchError, Qemu, QemuExited, QemuOptions, SCENARIOS, build_kernel  # noqa: E402
 
 
 def show(g: GdbDriver, command: str) -> None:
@@ -30,10 +30,20 @@ def show(g: GdbDriver, command: str) -> None:
 
 def session(scenario: str, elf: Path):
     qemu = Qemu(QemuOptions(scenario=scenario, gdb_port=0, wait=True)).start()
-    gdb = GdbDriver(elf)
+    gdb = GdbDriver(elf, target_exit=qemu.exit_summary)
     gdb.connect(qemu.gdb_port)
     gdb.load_gdbext()
     return qemu, gdb
+
+
+def stop_at(g: GdbDriver, qemu: Qemu, timeout: float):
+    """Run to the next stop; a guest that died on the way is the demo's end."""
+    stop = g.resume_until_stop(timeout)
+    if stop is None or stop.reason == "exited":
+        error = qemu.exited_error()
+        if error is not None:
+            raise error
+    return stop
 
 
 def part_one(elf: Path) -> None:
@@ -41,14 +51,14 @@ def part_one(elf: Path) -> None:
     qemu, g = session("ok", elf)
     try:
         g.command("break enter_user_sysret")
-        g.resume_until_stop(60)
+        stop_at(g, qemu, 60)
         for cmd in ("info cpl", "info gdt", "info tss", "info idt 14", "info msr",
                     "pagewalk $rcx", "sysret-check"):
             show(g, cmd)
         print("\n=== In ring 3 (user_main): CPL 3, and MSRs read from there all the same")
         g.command("delete")
         g.command("break user_main")
-        g.resume_until_stop(30)
+        stop_at(g, qemu, 30)
         for cmd in ("info cpl", "info msr STAR", "pagewalk $rip --access exec --user"):
             show(g, cmd)
         print("\n=== Watching every sysret to the end")
@@ -67,7 +77,7 @@ def part_two(elf: Path, scenario: str) -> None:
     qemu, g = session(scenario, elf)
     try:
         show(g, "sysret-watch on")
-        stop = g.resume_until_stop(60)
+        stop = stop_at(g, qemu, 60)
         if stop is not None:
             print(stop.console.rstrip())
         show(g, "info symbol $pc")
@@ -85,6 +95,9 @@ def main() -> int:
         paths = build_kernel()
         part_one(paths.elf)
         part_two(paths.elf, args.scenario)
+    except QemuExited as exc:
+        print(f"demo: the guest died: {exc}", file=sys.stderr)
+        return 1
     except (LaunchError, GdbError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ def _session(paths: launch.KernelPaths, scenario: str = "spin", wait: bool = Tru
     gdb = None
     try:
         qemu.start()
-        gdb = GdbDriver(elf=paths.elf, timeout=timeout)
+        gdb = GdbDriver(elf=paths.elf, timeout=timeout, target_exit=qemu.exit_summary)
         gdb.load_gdbext()
         if connect:
             gdb.connect(qemu.gdb_port)
