@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import pytest
 
 from gdbext import launch, linuxguest
-from gdbext.driver import GdbDriver
+from gdbext.driver import GdbDriver, GdbError
 
 # Under TCG a boot to GUEST READY takes 5-10 s on an idle machine; with
 # other QEMUs running in parallel it has taken over 20 s.
@@ -448,12 +448,20 @@ def test_stopped_in_user_mode(linux, via):
 
 
 def _region(g: GdbDriver, register: str, below: int, above: int) -> str:
-    """Bytes around a register's value, within its page (the page is mapped: the CPU uses it)."""
+    """Bytes around a register's value, within its page.  The page may be
+    unmapped: after an execve, Linux returns to the new program's entry
+    through IRET before its first page is faulted in."""
     value = int(g.command(f"output/x ${register}").strip(), 16)
     start = max(value - below, value & ~0xFFF)
     end = min(value + above, (value | 0xFFF) + 1)
     code = (f"python print(bytes(gdb.selected_inferior().read_memory({start:#x}, {end - start:#x})).hex())")
-    return f"{register} {value:#x} [{start:#x}, {end:#x}): " + g.command(code).strip()
+    try:
+        data = g.command(code).strip()
+    except GdbError as exc:
+        if "Cannot access memory" not in str(exc):
+            raise
+        data = "not mapped"
+    return f"{register} {value:#x} [{start:#x}, {end:#x}): " + data
 
 
 def _machine_state(g: GdbDriver, gdt_base: int, gdt_limit: int) -> dict[str, str]:
