@@ -9,8 +9,6 @@
 import os
 import sys
 
-import gdb
-
 
 def _gdbext_load():
     # Not __file__: gdb runs sourced files in __main__, where __file__ still
@@ -35,14 +33,21 @@ def _gdbext_load():
             sys.path.append(path)
             missing = _missing()
     if missing:
-        raise gdb.GdbError(
-            "gdbext: gdb's Python (%s) lacks %s; run scripts/setup in the gdbext checkout, "
-            "or: /usr/bin/python3 -m pip install --user --break-system-packages %s"
-            % (version, ", ".join(missing), " ".join(missing)))
+        # One line, no traceback (an exception from a sourced file prints one).
+        sys.stderr.write(
+            "gdbext: not loaded: gdb's Python (%s) lacks %s; run scripts/setup in the gdbext checkout, "
+            "or: %s -m pip install --user --break-system-packages %s\n"
+            % (version, ", ".join(missing), _python(), " ".join(missing)))
+        return
 
-    import gdbext.gdbcommands as commands
+    from gdbext import commands
 
     commands.register()
+
+
+def _python():
+    """The interpreter gdb embeds, as a command (sys.executable is gdb itself)."""
+    return "/usr/bin/python%d.%d" % sys.version_info[:2]
 
 
 def _missing():
@@ -53,4 +58,4 @@ def _missing():
 
 
 _gdbext_load()
-del _gdbext_load, _missing
+del _gdbext_load, _missing, _python

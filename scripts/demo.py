@@ -16,8 +16,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gdbext.driver import GdbDriver, GdbError  # noqa: E402
-from gdbext.launch import LaunchError, Qemu, QemuExited, QemuOptions, SCENARIOS, build_kernel  # noqa: E402
+from gdbext.tools.driver import GdbDriver, GdbError  # noqa: E402
+from gdbext.tools.launch import (  # noqa: E402
+    SCENARIOS,
+    LaunchError,
+    Qemu,
+    QemuExited,
+    QemuOptions,
+    build_kernel,
+)
 
 
 def show(g: GdbDriver, command: str) -> None:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `pytest` run without installing gdbext
     sys.path.insert(0, str(ROOT))
 
-from gdbext import launch
+from gdbext.tools import launch
 
 
 @pytest.fixture(scope="session")

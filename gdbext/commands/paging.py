@@ -1,167 +1,32 @@
 """The `pagewalk` and `ptdump` commands (thin: parse, snapshot, decode, render).
 
-The walk and the dump themselves are gdbext.decode.paging; the reports and
-their text are gdbext.render_paging.  What lives here is only what needs the
-live target: which CR3 to use, and reading the page tables into the
-snapshot's page memo a level at a time, so that QEMU's stub is switched to
-physical mode once per level instead of once per table.
+The walk and the dump themselves are gdbext.x86.paging; the reports and
+their text are gdbext.views.pagewalk and gdbext.views.ptdump; reading the
+tables a level at a time is gdbext.target.tables.
 """
 from __future__ import annotations
 
-import struct
 import time
-import weakref
 
 import gdb
 
 from gdbext import target
-from gdbext.decode.paging import (
-    ACCESSES,
-    ADDRESS_MASK,
-    PTE_P,
-    PTE_PS,
-    PagingContext,
-    dump,
-    walk,
-)
-from gdbext.gdbcommands import GdbextCommand, parse_int
-from gdbext.render_paging import (
-    dump_report,
-    dump_text,
-    dump_view,
+from gdbext.commands.base import GdbextCommand, parse_int
+from gdbext.model.snapshot import Snapshot
+from gdbext.target.tables import prefetch_tables
+from gdbext.views.pagewalk import (
+    _check_kpti_root,
+    paging_context,
     walk_report,
     walk_text,
 )
-from gdbext.snapshot import PAGE, Snapshot
-
-_UNPACK = struct.Struct("<512Q").unpack
-MASK64 = (1 << 64) - 1
-
-# Linux's page-table isolation (KPTI) allocates the kernel's and the user's
-# top-level tables as one 8 KiB pair and switches between them by flipping
-# CR3 bit 12 (PTI_USER_PGTABLE_BIT in arch/x86/entry/calling.h).
-KPTI_USER_BIT = 1 << 12
-RFLAGS_AC = 1 << 18
-
-
-# ---------------------------------------------------------------------------
-# Which page tables
-# ---------------------------------------------------------------------------
-
-def paging_context(snap: Snapshot, cr3: int | None, kpti: bool, pkru: int | None,
-                   notes: list[str]) -> PagingContext:
-    """The snapshot's paging registers, with CR3 replaced or flipped as asked."""
-    value = snap.cr3 if cr3 is None else cr3 & MASK64
-    if kpti:
-        value ^= KPTI_USER_BIT
-        half = "user" if value & KPTI_USER_BIT else "kernel"
-        notes.append(f"KPTI: walking the {half} half of the pair, CR3 {value:#x} "
-                     f"(bit 12 flipped from {value ^ KPTI_USER_BIT:#x})")
-    base = PagingContext.from_snapshot(snap, pkru=pkru)
-    return PagingContext(cr3=value, cr0=base.cr0, cr4=base.cr4, efer=base.efer, pkru=base.pkru,
-                         maxphyaddr=base.maxphyaddr, pkrs=base.pkrs)
-
-
-def _check_kpti_root(snap: Snapshot, ctx: PagingContext, notes: list[str]) -> None:
-    """Say so when the flipped CR3 does not point at a top-level table.
-
-    Without KPTI the neighbouring 4 KiB page is anything at all.  A real
-    PML4/PML5 has present entries and none with PS (bit 7) set, which is
-    reserved at the top level (SDM Vol. 3A 4.5, Tables 4-14 and 4-15).
-    """
-    if not ctx.paging:
-        return
-    root = _UNPACK(snap.read_phys(ctx.root, PAGE))
-    present = [e for e in root if e & PTE_P]
-    bad = sum(1 for e in present if e & PTE_PS)
-    if not present or bad:
-        why = "has no present entry" if not present else f"has {bad} present entries with the reserved PS bit"
-        notes.append(f"KPTI: the page at {ctx.root:#x} {why}: it is not a top-level page table, "
-                     "so this kernel probably does not use page-table isolation")
-
-
-# ---------------------------------------------------------------------------
-# Reading the tables, a level at a time
-# ---------------------------------------------------------------------------
-
-# What each live snapshot already prefetched: id(snapshot) -> [(root, lo, hi)].
-# Snapshots are unhashable dataclasses, hence id() and a finalizer, as in
-# gdbext.memory.
-_prefetched: dict[int, list[tuple[int, int, int]]] = {}
-
-
-def _done_before(snap: Snapshot) -> list[tuple[int, int, int]]:
-    done = _prefetched.get(id(snap))
-    if done is None:
-        done = _prefetched[id(snap)] = []
-        weakref.finalize(snap, _prefetched.pop, id(snap), None)
-    return done
-
-
-def prefetch_tables(snap: Snapshot, ctx: PagingContext, lo: int = 0, hi: int = 1 << 64) -> int:
-    """Read every page table that maps [lo, hi) into `snap.pages`; return how
-    many were fetched from the target.
-
-    Breadth-first: all tables of one level are read with one PHYS.read_many
-    (one PhyMemMode switch) before the next level's addresses are known.  It
-    only follows table pointers (P=1, PS=0); rights and reserved bits are
-    for the dumper to judge, which then finds every table in the memo.  A
-    second call on the same stop for the same tables returns at once.
-    """
-    if not (ctx.paging and ctx.long_mode):
-        return 0
-    done = _done_before(snap)
-    if any(root == ctx.root and a <= lo and hi <= b for root, a, b in done):
-        return 0
-    names = ctx.level_names
-    whole = lo <= 0 and hi >= 1 << 64
-    fetched = 0
-    frontier: list[tuple[int, int]] = [(ctx.root, 0)]  # (table, VA it starts at)
-    for depth, name in enumerate(names):
-        wanted = sorted({t for t, _ in frontier if t // PAGE not in snap.pages})
-        if wanted:
-            for pa, data in zip(wanted, target.PHYS.read_many([(t, PAGE) for t in wanted])):
-                if len(data) == PAGE:
-                    snap.pages[pa // PAGE] = data
-                    fetched += 1
-        if name == "PT":
-            break
-        frontier = _next_tables(snap, frontier, depth, len(names), None if whole else (lo, hi))
-    done.append((ctx.root, lo, hi))
-    return fetched
-
-
-def _next_tables(snap: Snapshot, frontier: list[tuple[int, int]], depth: int, nlevels: int,
-                 window: tuple[int, int] | None) -> list[tuple[int, int]]:
-    """The tables the entries of this level's tables point to (with the VA each
-    starts at, when only a window of VAs is wanted; else 0, so that a table
-    reached by many paths is listed once)."""
-    # Index bits of this level start at 12 + 9 * (levels below it) (SDM Vol. 3A 4.5).
-    shift = 12 + 9 * (nlevels - 1 - depth)
-    span = 1 << shift
-    sign = ~((1 << (shift + 9)) - 1) & MASK64
-    seen = set()
-    out = []
-    for table, va_base in frontier:
-        page = snap.pages.get(table // PAGE)
-        if page is None:
-            continue  # short read: the dumper will report it
-        # Not present; or a 1 GiB / 2 MiB page; or, in a PML5/PML4, a
-        # reserved bit the dumper refuses: no table below either way.
-        pointers = [(i, e) for i, e in enumerate(_UNPACK(page)) if e & PTE_P and not e & PTE_PS]
-        for i, e in pointers:
-            va = 0
-            if window is not None:
-                va = va_base + (i << shift)
-                if depth == 0 and i >= 256:
-                    va |= sign  # the upper half is sign-extended
-                if va + span <= window[0] or va >= window[1]:
-                    continue
-            key = (e & ADDRESS_MASK, va)
-            if key not in seen:
-                seen.add(key)
-                out.append(key)
-    return out
+from gdbext.views.ptdump import dump_report, dump_text, dump_view
+from gdbext.x86.bits import RFLAGS_AC
+from gdbext.x86.paging import (
+    ACCESSES,
+    dump,
+    walk,
+)
 
 
 def _snapshot(fresh: bool) -> Snapshot:
@@ -343,7 +208,7 @@ _registered = [False]
 
 
 def register() -> None:
-    """Create the commands (gdbext.gdbcommands.register calls this once)."""
+    """Create the commands (gdbext.commands.register calls this once)."""
     if _registered[0]:
         return
     _registered[0] = True

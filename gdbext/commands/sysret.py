@@ -1,7 +1,7 @@
 """`sysret-check`, `sysret-watch` and `$sysret_ok()`.
 
 The watch puts a breakpoint on every SYSRET instruction of the kernel and
-on every WRMSR, and evaluates the rules (gdbext.checks.sysret) in the
+on every WRMSR, and evaluates the rules (gdbext.rules.sysret) in the
 breakpoint's stop() callback; the guest stops only when a rule fails.
 
 A stop() callback may read registers and memory but cannot resume the
@@ -15,7 +15,7 @@ A check must cost little next to the stop itself (about a millisecond), so:
   are watched too, and only forget the kept state);
 - memory is read exactly (8 bytes a page-table level), under one
   PhyMemMode switch per check, or by mmap with a shared RAM file;
-- a passing verdict is kept with every input it read (gdbext.checks.memo);
+- a passing verdict is kept with every input it read (gdbext.rules.memo);
   the next check on that vCPU first re-reads those inputs, and if all are
   equal the verdict stands without evaluating the rules again;
 - a failing verdict made with kept monitor state is made again with a
@@ -31,12 +31,28 @@ from typing import Dict, List, Optional, Set
 import gdb
 
 from gdbext import target
-from gdbext.checks import sysret as rules
-from gdbext.checks.memo import Inputs, VerdictCache
-from gdbext.checks.sites import Site, scan, scan_table_loads, scan_wrmsr, sites_from_elf, sysret_at, table_loads_from_elf
-from gdbext.gdbcommands import GdbextCommand, parse_int, symbolize
-from gdbext.snapshot import (
-    MSR_CSTAR, MSR_EFER, MSR_LSTAR, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_EIP, Snapshot, SnapshotError,
+from gdbext.commands.base import GdbextCommand, parse_int, symbolize
+from gdbext.model.snapshot import (
+    MSR_CSTAR,
+    MSR_EFER,
+    MSR_LSTAR,
+    MSR_SFMASK,
+    MSR_STAR,
+    MSR_SYSENTER_EIP,
+    Snapshot,
+    SnapshotError,
+)
+from gdbext.rules import sysret as rules
+from gdbext.rules.memo import Inputs, VerdictCache
+from gdbext.views.sysret import _MARK, report_text
+from gdbext.x86.insn import (
+    Site,
+    scan,
+    scan_table_loads,
+    scan_wrmsr,
+    sites_from_elf,
+    sysret_at,
+    table_loads_from_elf,
 )
 
 # What the rules read besides registers; SYSENTER_EIP says whether 32-bit
@@ -45,28 +61,6 @@ WATCHED_MSRS = (MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK, MSR_SYSENTER_EIP)
 WRMSR_RULE_MSRS = (MSR_STAR, MSR_LSTAR, MSR_SFMASK, MSR_EFER, MSR_CSTAR, MSR_SYSENTER_EIP)
 _MSR_NAME = {MSR_STAR: "STAR", MSR_LSTAR: "LSTAR", MSR_CSTAR: "CSTAR", MSR_SFMASK: "SFMASK", MSR_EFER: "EFER",
              MSR_SYSENTER_EIP: "SYSENTER_EIP"}
-
-
-# ---------------------------------------------------------------------------
-# Text
-# ---------------------------------------------------------------------------
-
-_MARK = {"pass": "pass   ", "warning": "WARNING", "error": "ERROR  ", "skipped": "skipped"}
-
-
-def report_text(report: rules.Report, where: str, *, verbose: bool = True) -> str:
-    lines = [f"sysret-check: {where}"]
-    for r in report.results:
-        if not verbose and r.status == "pass":
-            continue
-        lines.append(f"  {_MARK.get(r.status, r.status):7} {r.rule:17} {r.message}")
-        if r.consequence and r.status in ("error", "warning"):
-            lines.append(f"  {'':7} {'':17} -> {r.consequence}")
-    errors = sum(1 for r in report.results if r.status == "error")
-    warnings = sum(1 for r in report.results if r.status == "warning")
-    lines.append(f"  {errors} error(s), {warnings} warning(s), "
-                 f"{sum(1 for r in report.results if r.status == 'pass')} passed")
-    return "\n".join(lines)
 
 
 def _site_opsize(address: int) -> Optional[int]:
@@ -353,7 +347,7 @@ def _find_sites(snap: Snapshot) -> _Found:
 
 def _scan_kernel_pages(snap: Snapshot) -> _Found:
     """No ELF: scan every supervisor-executable page of the live page tables."""
-    from gdbext.decode.paging import PagingContext, dump
+    from gdbext.x86.paging import PagingContext, dump
 
     ctx = PagingContext.from_snapshot(snap)
     ranges = [r for r in dump(snap.read_phys, ctx) if r.executable and not r.user and r.va_start >> 63]

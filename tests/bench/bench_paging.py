@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 
-from gdbext.decode.paging import PagingContext, dump, walk
+from gdbext.x86.paging import PagingContext, dump, walk
 
 PAGE = 4096
 P, RW, XD = 1, 2, 1 << 63

@@ -16,8 +16,8 @@ from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
-from gdbext import launch
-from gdbext.driver import GdbDriver
+from gdbext.tools import launch
+from gdbext.tools.driver import GdbDriver
 
 Session = tuple[launch.Qemu, GdbDriver]
 

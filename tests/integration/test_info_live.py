@@ -3,7 +3,7 @@
 At each moment of the boot (reset, the loader's hand-over before the kernel's
 GDT, after the kernel's setup, ring 3) every value gdbext shows must equal what
 QEMU's monitor prints for the same vCPU (`monitor info registers N`, parsed with
-gdbext.hmp) or what the kernel logged on its serial line.  Reading must change
+gdbext.model.qemu_text) or what the kernel logged on its serial line.  Reading must change
 nothing: the vCPU's whole register dump, gdb's registers and the bytes at RIP and
 in the GDT are hashed before and after each command.
 """
@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-from gdbext.driver import GdbDriver, Stop
-from gdbext.hmp import ATTR_MASK, HmpRegisters, parse_info_registers
+from gdbext.model.qemu_text import ATTR_MASK, HmpRegisters, parse_info_registers
+from gdbext.tools.driver import GdbDriver, Stop
 
 pytestmark = pytest.mark.qemu
 

@@ -1,6 +1,6 @@
 """gdbext against a kernel nobody here wrote: Debian's Linux 6.1 under QEMU.
 
-The guest (gdbext.linuxguest, scripts/linux-guest) is Debian's own kernel
+The guest (tests.support.linuxguest, scripts/linux-guest) is Debian's own kernel
 image with a busybox initramfs whose /init prints the addresses of the
 kernel's entry code (KSYM lines, from /proc/kallsyms) and then makes system
 calls forever.  Linux sets up its GDT, TSS, IDT, 5-level page tables, KPTI
@@ -8,7 +8,7 @@ and syscall MSRs its own way, so every value gdbext shows is checked against
 two oracles that owe nothing to gdbext:
 
 - QEMU's monitor (`monitor info registers 0`), parsed here with a few
-  regular expressions (not gdbext.hmp, which is part of what is tested);
+  regular expressions (not gdbext.model.qemu_text, which is part of what is tested);
 - the kernel's own symbols (LSTAR must be entry_SYSCALL_64, IDT vector 14
   asm_exc_page_fault) and Linux's fixed selectors (STAR[47:32] is
   __KERNEL_CS = 0x10, STAR[63:48] is __USER32_CS = 0x23).
@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from gdbext import launch, linuxguest
-from gdbext.driver import GdbDriver, GdbError
+from gdbext.tools import launch
+from gdbext.tools.driver import GdbDriver, GdbError
+from tests.support import linuxguest
 
 # Under TCG a boot to GUEST READY takes 5-10 s on an idle machine; with
 # other QEMUs running in parallel it has taken over 20 s.

@@ -38,19 +38,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gdbext import launch
-from gdbext.decode.paging import PagingContext, Range, dump, walk
-from gdbext.driver import GdbDriver, GdbError
-from gdbext.render_paging import (
+from gdbext.tools import launch
+from gdbext.tools.driver import GdbDriver, GdbError
+from gdbext.views.pagewalk import walk_report, walk_text
+from gdbext.views.ptdump import (
     FOLD_AT_LEAST,
     _range_row,
     dump_report,
     dump_text,
     dump_view,
     fold_repeats,
-    walk_report,
-    walk_text,
 )
+from gdbext.x86.paging import PagingContext, Range, dump, walk
 
 live = pytest.mark.qemu  # the tests that boot QEMU
 
@@ -372,7 +371,7 @@ def session(request) -> Iterator[Session]:
         return
     if name == "linux":
         # Debian's kernel with -cpu max: 5-level paging, KPTI, SMEP, SMAP, PKE.
-        from gdbext import linuxguest
+        from tests.support import linuxguest
 
         try:
             guest = linuxguest.prepare()
@@ -586,7 +585,7 @@ def test_shared_ram_file_and_stub_give_the_same_answers(session):
     if not session.ram_file:
         assert first["phys_source"] == "gdb stub (PhyMemMode)"
         return
-    # Known cause when this fails: gdbext.target._find_shared_ram reads only
+    # Known cause when this fails: gdbext.target.memory._find_shared_ram reads only
     # the first "FlatView" block of `info mtree -f`, and QEMU prints the
     # system address space in whichever block its hash table yields first.
     assert first["phys_source"].startswith("shared RAM file"), (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gdbext.driver import GdbDriver, GdbError
+from gdbext.tools.driver import GdbDriver, GdbError
 
 pytestmark = pytest.mark.qemu
 

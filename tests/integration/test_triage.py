@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gdbext import triage
+from gdbext.tools import triage
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gdbext import launch
-from gdbext.driver import GdbDriver, GdbError
+from gdbext.tools import launch
+from gdbext.tools.driver import GdbDriver, GdbError
 
 ROOT = Path(__file__).resolve().parents[2]
 EFI_IMAGE = ROOT / "kernel" / "efi-image"

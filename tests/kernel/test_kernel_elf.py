@@ -6,7 +6,7 @@ import pytest
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from gdbext import launch
+from gdbext.tools import launch
 
 KERNEL_BASE = 0xFFFFFFFF80000000
 USER_SPACE_END = 1 << 47

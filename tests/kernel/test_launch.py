@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gdbext import launch
+from gdbext.tools import launch
 
 
 def argv_for(**options) -> list:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gdbext import launch
+from gdbext.tools import launch
 
 RUN_KERNEL = launch.ROOT / "scripts" / "run-kernel"
 

@@ -9,7 +9,7 @@ import kernel_log
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from gdbext import launch
+from gdbext.tools import launch
 
 pytestmark = pytest.mark.qemu
 

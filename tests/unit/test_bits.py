@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gdbext.decode import DecodeError
-from gdbext.decode.bits import (
+from gdbext.model.qemu_text import parse_info_registers
+from gdbext.x86 import DecodeError
+from gdbext.x86.bits import (
     CR0_FLAGS,
     CR4_FLAGS,
     CR4_LA57,
@@ -30,7 +31,6 @@ from gdbext.decode.bits import (
     sfmask_names,
     unknown_bits,
 )
-from gdbext.hmp import parse_info_registers
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gdbext.decode import DecodeError
-from gdbext.decode.descriptors import (
+from gdbext.model.qemu_text import parse_info_registers, parse_xp
+from gdbext.x86 import DecodeError
+from gdbext.x86.descriptors import (
     Descriptor,
     decode_descriptor,
     decode_table,
     descriptor_at,
 )
-from gdbext.hmp import parse_info_registers, parse_xp
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -7,15 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gdbext.decode import DecodeError
-from gdbext.hmp import (
-    parse_info_lapic,
+from gdbext.model.qemu_text import (
     HmpRegisters,
     parse_all_info_registers,
+    parse_info_lapic,
     parse_info_registers,
     parse_xp,
 )
-from gdbext.snapshot import SegmentCache, TableRegister
+from gdbext.model.snapshot import SegmentCache, TableRegister
+from gdbext.x86 import DecodeError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STATES = ["qemu72_reset", "qemu72_ovmf", "probe_pm_hlt", "probe_pm_user", "probe_lm_user",

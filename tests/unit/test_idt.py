@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gdbext.decode import DecodeError
-from gdbext.decode.idt import (
+from gdbext.model.qemu_text import parse_info_registers, parse_xp
+from gdbext.x86 import DecodeError
+from gdbext.x86.idt import (
     ERROR_CODE_VECTORS,
     EXCEPTION_NAMES,
     Gate,
     decode_gate,
     decode_idt,
 )
-from gdbext.hmp import parse_info_registers, parse_xp
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

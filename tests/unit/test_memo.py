@@ -1,4 +1,4 @@
-"""Reusing a SYSRET verdict (gdbext.checks.memo): sound, and a miss on any change.
+"""Reusing a SYSRET verdict (gdbext.rules.memo): sound, and a miss on any change.
 
 Soundness is the property that matters: whenever the recorded inputs still
 hold, evaluating the rules again gives the same report.  It is tested by
@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from snapshots import PA_GDT, PA_TSS, baseline
 
-from gdbext.checks import sysret as rules
-from gdbext.checks.memo import Inputs, LazyRegisters, VerdictCache
-from gdbext.snapshot import GENERAL_REGS, SEGMENT_NAMES, CONTROL_REGS, MSR_LSTAR, MSR_STAR
+from gdbext.model.snapshot import (
+    CONTROL_REGS,
+    GENERAL_REGS,
+    MSR_LSTAR,
+    MSR_STAR,
+    SEGMENT_NAMES,
+)
+from gdbext.rules import sysret as rules
+from gdbext.rules.memo import Inputs, LazyRegisters, VerdictCache
+from tests.support.snapshots import PA_GDT, PA_TSS, baseline
 
 NAMES = frozenset(GENERAL_REGS + SEGMENT_NAMES + CONTROL_REGS)
 MONITOR = object()   # stands for one `info registers` answer

@@ -1,16 +1,16 @@
-"""Linear reads over a snapshot (gdbext.memory)."""
+"""Linear reads over a snapshot (gdbext.model.linear)."""
 from __future__ import annotations
 
 import gc
 
 import pytest
-from fakemem import CR0_LONG, CR4_LONG, EFER_LONG, PageTables
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gdbext import memory
-from gdbext.memory import read_linear, translate
-from gdbext.snapshot import SegmentCache, Snapshot, SnapshotError, TableRegister
+from gdbext.model import linear as memory
+from gdbext.model.linear import read_linear, translate
+from gdbext.model.snapshot import SegmentCache, Snapshot, SnapshotError, TableRegister
+from tests.support.fakemem import CR0_LONG, CR4_LONG, EFER_LONG, PageTables
 
 
 def _snapshot(pt: PageTables, reader=None, **regs) -> Snapshot:

@@ -1,4 +1,4 @@
-"""The page-table walker, access checks and dumper (gdbext.decode.paging).
+"""The page-table walker, access checks and dumper (gdbext.x86.paging).
 
 Expectations are worked out by hand from Intel SDM Vol. 3A chapter 4; the
 OVMF fixture is a real page-table set captured from QEMU 7.2 with its
@@ -10,25 +10,21 @@ import json
 import os
 
 import pytest
-from fakemem import (
-    CR0_LONG,
-    CR4_LONG,
-    EFER_LONG,
-    FakeMemory,
-    PageTables,
-    canonical,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gdbext.decode import DecodeError
-from gdbext.decode.paging import (
+from gdbext.model.snapshot import SegmentCache, Snapshot, TableRegister
+from gdbext.x86 import DecodeError
+from gdbext.x86.bits import (
     CR0_WP,
     CR4_PCIDE,
     CR4_PKE,
     CR4_SMAP,
     CR4_SMEP,
     EFER_NXE,
+    is_canonical,
+)
+from gdbext.x86.paging import (
     PTE_A,
     PTE_D,
     PTE_G,
@@ -47,11 +43,17 @@ from gdbext.decode.paging import (
     check_access,
     dump,
     find_phys,
-    is_canonical,
     walk,
     wx_ranges,
 )
-from gdbext.snapshot import SegmentCache, Snapshot, TableRegister
+from tests.support.fakemem import (
+    CR0_LONG,
+    CR4_LONG,
+    EFER_LONG,
+    FakeMemory,
+    PageTables,
+    canonical,
+)
 
 GIB = 1 << 30
 MIB2 = 1 << 21

@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gdbext.checks.sites import (
+from gdbext.x86.insn import (
     Site,
     SiteError,
     scan,
     scan_table_loads,
     scan_wrmsr,
     sites_from_elf,
-    table_loads_from_elf,
     sysret_at,
+    table_loads_from_elf,
     wrmsr_at,
 )
 

@@ -13,7 +13,32 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from snapshots import (
+
+from gdbext.model.linear import read_linear
+from gdbext.model.snapshot import (
+    MSR_CSTAR,
+    MSR_EFER,
+    MSR_LSTAR,
+    MSR_SFMASK,
+    MSR_STAR,
+    MSR_SYSENTER_EIP,
+    SegmentCache,
+    Snapshot,
+    SnapshotError,
+    TableRegister,
+)
+from gdbext.rules.sysret import (
+    ERROR,
+    PASS,
+    RULES,
+    RULES_BY_ID,
+    SKIPPED,
+    WARNING,
+    Report,
+    check_msr_write,
+    evaluate,
+)
+from tests.support.snapshots import (
     COMPAT_RIP,
     CSTAR,
     GDT_LIMIT,
@@ -38,31 +63,6 @@ from snapshots import (
     captured,
     compat_caller,
     map_user_page,
-)
-
-from gdbext.checks.sysret import (
-    ERROR,
-    PASS,
-    RULES,
-    RULES_BY_ID,
-    SKIPPED,
-    WARNING,
-    Report,
-    check_msr_write,
-    evaluate,
-)
-from gdbext.memory import read_linear
-from gdbext.snapshot import (
-    MSR_CSTAR,
-    MSR_EFER,
-    MSR_LSTAR,
-    MSR_SFMASK,
-    MSR_STAR,
-    MSR_SYSENTER_EIP,
-    SegmentCache,
-    Snapshot,
-    SnapshotError,
-    TableRegister,
 )
 
 RULE_IDS = [rule.id for rule in RULES]

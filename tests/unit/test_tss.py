@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gdbext.decode import DecodeError
-from gdbext.decode.descriptors import descriptor_at
-from gdbext.decode.tss import TSS64_SIZE, Tss64, decode_tss64
-from gdbext.hmp import parse_info_registers, parse_xp
+from gdbext.model.qemu_text import parse_info_registers, parse_xp
+from gdbext.x86 import DecodeError
+from gdbext.x86.descriptors import descriptor_at
+from gdbext.x86.tss import TSS64_SIZE, Tss64, decode_tss64
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -14,7 +14,7 @@ failure, or a timeout (a hang is a finding for CI); 2 the triage itself could
 not run (bad flag, missing file, QEMU or gdb failed to start).
 
 This module never imports gdb: it runs in a plain Python and drives gdb
-through gdbext.driver, so QEMU and gdb are always stopped in `finally`.
+through gdbext.tools.driver, so QEMU and gdb are always stopped in `finally`.
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gdbext import launch
-from gdbext.checks.sysret import RULES
+from gdbext.rules.sysret import RULES
+from gdbext.tools import launch
+from gdbext.x86.idt import EXCEPTION_NAMES
 
 EXIT_CLEAN, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -47,8 +48,6 @@ FRAME_WORDS = 22
 FRAME_INDEX = {"vector": 15, "error_code": 16, "rip": 17, "cs": 18, "rflags": 19, "rsp": 20, "ss": 21}
 
 # Mnemonics: Intel SDM Vol. 3A table 6-1 "Protected-Mode Exceptions and Interrupts".
-EXCEPTION_NAMES = ("#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP",
-                   "#SS", "#GP", "#PF", "reserved", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP")
 
 # The kernel's one-line report, kept in the serial log even when no
 # breakpoint caught the exception (no ELF, or --no-watch on another kernel).
@@ -125,7 +124,9 @@ class Triage:
 # ---------------------------------------------------------------------------
 
 def exception_name(vector: int) -> str:
-    return EXCEPTION_NAMES[vector] if 0 <= vector < len(EXCEPTION_NAMES) else "interrupt"
+    if vector in EXCEPTION_NAMES:
+        return EXCEPTION_NAMES[vector][0] or "CSO"  # 9: coprocessor segment overrun, no mnemonic
+    return "reserved" if 0 <= vector < 32 else "interrupt"
 
 
 def parse_fault_line(serial: str) -> dict[str, Any] | None:
@@ -186,26 +187,11 @@ def _idt_summary(doc: dict[str, Any]) -> dict[str, Any]:
     return dict(doc, gates=gates)
 
 
-def gdb_capture(command: str, path: str) -> None:
-    """Inside gdb: run `command` and write {"output"} or {"error"} to `path` as JSON.
-
-    Large command output read back over MI can arrive after the command's
-    result record and be credited to the next command; a file cannot.
-    """
-    import gdb  # only ever called inside gdb
-
-    try:
-        doc = {"output": gdb.execute(command, to_string=True)}
-    except Exception as exc:  # noqa: BLE001 - the caller records the error
-        doc = {"error": str(exc)}
-    Path(path).write_text(json.dumps(doc))
-
-
 def _run_json(driver, command: str, scratch: Path) -> Any:
     path = scratch / "capture.json"
     try:
         path.unlink(missing_ok=True)
-        driver.command(f"python import gdbext.triage as _t; _t.gdb_capture({command + ' --json'!r}, {str(path)!r})",
+        driver.command(f"python import gdbext.commands.base as _c; _c.capture_to_file({command + ' --json'!r}, {str(path)!r})",
                        timeout=COMMAND_TIMEOUT)
         doc = json.loads(path.read_text())
     except Exception as exc:  # noqa: BLE001 - collecting never stops the report
@@ -265,7 +251,7 @@ def _bundled(args: argparse.Namespace) -> bool:
 
 def _break(driver, location: str) -> int | None:
     """A breakpoint's number, or None when gdb cannot place it (no such symbol)."""
-    from gdbext.driver import GdbError
+    from gdbext.tools.driver import GdbError
 
     try:
         out = driver.command(f"break {location}", timeout=COMMAND_TIMEOUT)
@@ -281,7 +267,7 @@ def _watch_status(driver) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
-    from gdbext.driver import GdbDriver, GdbError, GdbTimeout
+    from gdbext.tools.driver import GdbDriver, GdbError, GdbTimeout
 
     t_start = time.monotonic()
     opts = _options(args, qemu_args)

@@ -26,37 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gdbext import memory
-from gdbext.decode import DecodeError
-from gdbext.decode.bits import (
-    CR4_LA57,
-    EFER_LMA,
-    EFER_SCE,
-    RFLAGS_AC,
-    RFLAGS_DF,
-    RFLAGS_IF,
-    RFLAGS_NT,
-    RFLAGS_RF,
-    RFLAGS_TF,
-    RFLAGS_VM,
-    Star,
-    decode_star,
-    is_canonical,
-    rflags_iopl,
-    rflags_names,
-)
-from gdbext.decode.descriptors import Descriptor, descriptor_at
-from gdbext.decode.paging import (
-    PTE_RW,
-    PTE_US,
-    PTE_XD,
-    Level,
-    PagingContext,
-    Walk,
-    check_access,
-)
-from gdbext.decode.tss import TSS64_SIZE, decode_tss64
-from gdbext.snapshot import (
+from gdbext.model import linear as memory
+from gdbext.model.snapshot import (
     MSR_CSTAR,
     MSR_EFER,
     MSR_GS_BASE,
@@ -68,18 +39,47 @@ from gdbext.snapshot import (
     Snapshot,
     SnapshotError,
 )
+from gdbext.x86 import DecodeError
+from gdbext.x86.bits import (
+    EFER_LMA,
+    EFER_SCE,
+    MASK64,
+    RFLAGS_AC,
+    RFLAGS_DF,
+    RFLAGS_FIXED1,
+    RFLAGS_IF,
+    RFLAGS_NT,
+    RFLAGS_RF,
+    RFLAGS_TF,
+    RFLAGS_VM,
+    Star,
+    decode_star,
+    is_canonical,
+    rflags_iopl,
+    rflags_names,
+    va_bits,
+)
+from gdbext.x86.descriptors import Descriptor, descriptor_at
+from gdbext.x86.paging import (
+    PTE_RW,
+    PTE_US,
+    PTE_XD,
+    Level,
+    PagingContext,
+    Walk,
+    check_access,
+)
+from gdbext.x86.tss import TSS64_SIZE, decode_tss64
 
 ERROR = "error"
 WARNING = "warning"
 PASS = "pass"
 SKIPPED = "skipped"
 
-MASK64 = (1 << 64) - 1
 
 # SDM Vol. 2B SYSRET: RFLAGS <- (R11 & 3C7FD7H) | 2.  The mask drops the
 # reserved bits 3, 5, 15 and 22..63, and RF (16) and VM (17).
 SYSRET_RFLAGS_MASK = 0x3C7FD7
-RFLAGS_FIXED1 = 1 << 1
 
 # The selector of a #GP/#NP/#SS error code: index and TI, RPL bits replaced
 # by EXT/IDT (SDM Vol. 3A 6.13 "Error Code").
@@ -266,7 +266,7 @@ class _State:
     @property
     def va_bits(self) -> int:
         # Canonical width follows the paging mode (SDM Vol. 1 3.3.7.1).
-        return 57 if self.snap.cr4 & CR4_LA57 else 48
+        return va_bits(self.snap.cr4)
 
     def walk(self, va: int) -> Walk:
         return memory.translate(self.snap, va & MASK64)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import weakref
 
-from gdbext.decode.paging import PagingContext, Walk, walk
-from gdbext.snapshot import PAGE, Snapshot, SnapshotError
+from gdbext.model.snapshot import PAGE, Snapshot, SnapshotError
+from gdbext.x86.paging import PagingContext, Walk, walk
 
 # Snapshot is a mutable dataclass, hence unhashable: memoise by id() and drop
 # the entry when the snapshot is collected.  Keyed within a snapshot by the

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROOTFS = ROOT / "tests" / "linux" / "rootfs"
 DEFAULT_OUT = ROOT / "build" / "linux"
 

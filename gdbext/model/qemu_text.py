@@ -25,9 +25,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .decode import DecodeError
-from .decode.bits import EFER_LMA, cpu_mode
-from .snapshot import SegmentCache, TableRegister
+from gdbext.model.snapshot import SegmentCache, TableRegister
+from gdbext.x86 import DecodeError
+from gdbext.x86.bits import EFER_LMA, cpu_mode
 
 SEGMENT_ORDER = ("es", "cs", "ss", "ds", "fs", "gs")
 

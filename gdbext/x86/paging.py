@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from gdbext.decode import DecodeError
+from gdbext.x86 import DecodeError
 
 
 class PagingError(DecodeError):
@@ -24,26 +24,32 @@ class PagingError(DecodeError):
 
 ReadPhys = Callable[[int, int], bytes]
 
-MASK64 = (1 << 64) - 1
 TABLE_SIZE = 4096
 ENTRIES = 512
 _UNPACK_TABLE = struct.Struct("<512Q").unpack
 
+
+def table_entries(page: bytes) -> tuple[int, ...]:
+    """The 512 little-endian 8-byte entries of a 4 KiB table."""
+    return _UNPACK_TABLE(page)
+
 # -- control-register bits the walk depends on ------------------------------
 # Intel SDM Vol. 3A 2.5 "Control Registers", 4.1.1 "Four Paging Modes" and
 # 2.2.1 "Extended Feature Enable Register".
-CR0_WP = 1 << 16
-CR0_PG = 1 << 31
-CR4_PAE = 1 << 5
-CR4_LA57 = 1 << 12
-CR4_PCIDE = 1 << 17
-CR4_SMEP = 1 << 20
-CR4_SMAP = 1 << 21
-CR4_PKE = 1 << 22
-CR4_PKS = 1 << 24
-EFER_LMA = 1 << 10
-EFER_NXE = 1 << 11
-RFLAGS_AC = 1 << 18
+from gdbext.x86.bits import (  # noqa: E402 - beside the comment that says why they matter
+    CR0_PG,
+    CR0_WP,
+    CR4_LA57,
+    CR4_PCIDE,
+    CR4_PKE,
+    CR4_PKS,
+    CR4_SMAP,
+    CR4_SMEP,
+    EFER_LMA,
+    EFER_NXE,
+    MASK64,
+    is_canonical,
+)
 
 # CR3 in 4-level and 5-level paging (SDM 4.5, Table 4-12/4-13): bits 51:12
 # hold the root table's address; bits 11:0 are the PCID when CR4.PCIDE=1,
@@ -155,7 +161,7 @@ class PagingContext:
     @classmethod
     def from_snapshot(cls, snap, *, maxphyaddr: int | None = None,
                       pkru: int | None = None) -> PagingContext:
-        """The context of a gdbext.snapshot.Snapshot.
+        """The context of a gdbext.model.snapshot.Snapshot.
 
         QEMU's gdb stub exposes neither PKRU nor CPUID, so both may be given
         here; PKRU is taken from the registers when a target supplies it.
@@ -286,12 +292,6 @@ def entry_flags(ctx: PagingContext, name: str, entry: int) -> tuple[str, ...]:
     if avl:
         out.append(f"AVL={avl:#x}")
     return tuple(out)
-
-
-def is_canonical(va: int, va_bits: int) -> bool:
-    """Bits 63..va_bits-1 all equal (SDM 3.3.7.1 "Canonical Addressing")."""
-    top = (va & MASK64) >> (va_bits - 1)
-    return top == 0 or top == (1 << (65 - va_bits)) - 1
 
 
 def _check_mode(ctx: PagingContext) -> None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
-INIT = Path(__file__).resolve().parent / "init.py"
+ROOT = Path(__file__).resolve().parents[2]
+INIT = Path(__file__).resolve().parents[1] / "init.py"
 
 
 class GdbError(Exception):
@@ -122,7 +122,14 @@ class GdbDriver:
 
     # -- sessions --------------------------------------------------------------
     def load_gdbext(self) -> str:
-        return self.command(f"source {INIT}")
+        """Source gdbext; GdbError if it did not load (gdb reports an error in
+        a sourced Python file only as printed text)."""
+        result, seen = self.mi(f"-interpreter-exec console {_mi_quote(f'source {INIT}')}", final=("done", "error"))
+        out = "".join(m.get("payload") or "" for m in seen if m.get("type") in ("console", "output", "target", "log"))
+        if result.get("message") == "error" or "Traceback" in out or "gdbext: not loaded" in out:
+            lines = [line for line in out.strip().splitlines() if line.strip()]
+            raise GdbError("gdbext did not load: " + (lines[-1] if lines else (result.get("payload") or {}).get("msg", "")))
+        return out
 
     def connect(self, port: int, host: str = "127.0.0.1") -> str:
         return self.command(f"target remote {host}:{port}", timeout=30)

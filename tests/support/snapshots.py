@@ -28,9 +28,7 @@ import json
 import zlib
 from dataclasses import dataclass, field
 
-from fakemem import FakeMemory, PageTables
-
-from gdbext.snapshot import (
+from gdbext.model.snapshot import (
     MSR_CSTAR,
     MSR_LSTAR,
     MSR_SFMASK,
@@ -43,6 +41,7 @@ from gdbext.snapshot import (
     SnapshotError,
     TableRegister,
 )
+from tests.support.fakemem import FakeMemory, PageTables
 
 PAGE = 4096
 MASK64 = (1 << 64) - 1

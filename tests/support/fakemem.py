@@ -9,13 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gdbext.decode.paging import (
-    CR0_PG,
-    CR0_WP,
-    CR4_LA57,
-    CR4_PAE,
-    EFER_LMA,
-    EFER_NXE,
+from gdbext.x86.bits import CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, EFER_LMA, EFER_NXE
+from gdbext.x86.paging import (
     PTE_G,
     PTE_P,
     PTE_PK_SHIFT,

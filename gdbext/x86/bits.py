@@ -221,6 +221,14 @@ def decode_star(v: int) -> Star:
 
 
 # --- addresses and modes ------------------------------------------------------------
+MASK64 = (1 << 64) - 1
+
+
+def va_bits(cr4: int) -> int:
+    """The linear-address width: 57 with 5-level paging (CR4.LA57), else 48 (SDM Vol. 3A 4.1.1)."""
+    return 57 if cr4 & CR4_LA57 else 48
+
+
 def is_canonical(va: int, bits: int = 48) -> bool:
     """True if bits 63..bits-1 of the 64-bit address `va` are all equal.
 

@@ -1,92 +1,18 @@
-"""The gdb commands and convenience functions (thin: parse, snapshot, report, render)."""
+"""`info cpl`, `info msr`, `info gdt`, `info tss`, `info idt`, `gdbext-symbols`, and the
+`$cpl()` and `$msr()` functions: thin, a view of a snapshot each."""
 from __future__ import annotations
-
-import argparse
-import shlex
-from typing import List, Optional
 
 import gdb
 
-from gdbext import reports, render, target
-from gdbext.decode import DecodeError
-from gdbext.snapshot import MSR_NAMES, SnapshotError, msr_number
-from gdbext.symbols import SymbolError, SymbolTable
-
-_symbols: List[Optional[SymbolTable]] = [None]
-
-
-def symbolize(address: int) -> Optional[str]:
-    """gdb's own symbols first, then an ELF loaded with gdbext-symbols."""
-    try:
-        text = gdb.execute(f"info symbol {address:#x}", to_string=True).strip()
-    except gdb.error:
-        text = ""
-    if text and not text.startswith("No symbol"):
-        name = text.split(" in section ")[0]
-        return name.replace(" + ", "+")
-    table = _symbols[0]
-    return table.lookup(address) if table else None
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump, no SystemExit
-        raise gdb.GdbError(f"{self.prog}: {message} (see `help {self.prog}`)")
-
-    def exit(self, status: int = 0, message: Optional[str] = None):
-        if message:
-            raise gdb.GdbError(message.strip())
-        raise _HelpShown()
-
-
-class _HelpShown(Exception):
-    pass
-
-
-def parse_int(text: str) -> int:
-    """An integer or a gdb expression ($rsp, &symbol, 0x10+8)."""
-    try:
-        return int(text, 0)
-    except ValueError:
-        pass
-    try:
-        return int(gdb.parse_and_eval(text)) & 0xFFFFFFFFFFFFFFFF
-    except gdb.error as exc:
-        raise argparse.ArgumentTypeError(f"not a number or expression: {text!r} ({exc})") from None
-
-
-class GdbextCommand(gdb.Command):
-    """Base: subclasses set NAME, build their parser in `arguments`, and `run`."""
-
-    NAME = ""
-    COMMAND_CLASS = gdb.COMMAND_STATUS
-
-    def __init__(self) -> None:
-        super().__init__(self.NAME, self.COMMAND_CLASS)
-        self.parser = _Parser(prog=self.NAME, description=(self.__doc__ or "").split("\n\n")[0], add_help=True)
-        self.parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-        self.arguments(self.parser)
-
-    def arguments(self, parser: argparse.ArgumentParser) -> None:
-        pass
-
-    def invoke(self, argument: str, from_tty: bool) -> None:
-        self.dont_repeat()
-        try:
-            args = self.parser.parse_args(shlex.split(argument))
-        except _HelpShown:
-            return
-        except ValueError as exc:  # shlex: unbalanced quotes
-            raise gdb.GdbError(f"{self.NAME}: {exc}") from None
-        try:
-            report, text = self.run(args)
-        except reports.ReportError as exc:
-            raise gdb.GdbError(str(exc)) from None
-        except (DecodeError, SnapshotError, SymbolError) as exc:
-            raise gdb.GdbError(f"{self.NAME}: {exc}") from None
-        gdb.write((render.to_json(report) if args.json else text) + "\n")
-
-    def run(self, args):  # -> (report dict, text)
-        raise NotImplementedError
+from gdbext import target
+from gdbext.commands.base import GdbextCommand, _symbols, parse_int, symbolize
+from gdbext.model.snapshot import MSR_NAMES, SnapshotError, msr_number
+from gdbext.model.symbols import SymbolTable
+from gdbext.views.cpl import cpl_report, cpl_text
+from gdbext.views.gdt import gdt_report, gdt_text
+from gdbext.views.idt import idt_report, idt_text
+from gdbext.views.msr import MSR_SET, msr_report, msr_text
+from gdbext.views.tss import tss_report, tss_text
 
 
 class InfoCpl(GdbextCommand):
@@ -101,8 +27,8 @@ JSON: {"cpl", "mode", "iopl", "if", "rflags", "cs", "ss", "halted", "cpu", "rip"
     NAME = "info cpl"
 
     def run(self, args):
-        r = reports.cpl_report(target.snapshot())
-        return r, render.cpl_text(r)
+        r = cpl_report(target.snapshot())
+        return r, cpl_text(r)
 
 
 class InfoMsr(GdbextCommand):
@@ -140,13 +66,13 @@ JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...
                 raise gdb.GdbError(f"info msr: unknown MSR {args.msr!r}; names: {' '.join(MSR_NAMES)} or a number")
             name = next((n for n, v in MSR_NAMES.items() if v == number), f"{number:#x}")
             only = {name: number}
-        numbers = list(only.values()) if only else [n for _, n in reports.MSR_SET]
+        numbers = list(only.values()) if only else [n for _, n in MSR_SET]
         try:
             target.read_msrs(snap, numbers)
         except gdb.GdbError:
             pass  # the report shows each unreadable MSR with the reason
-        r = reports.msr_report(snap, only, symbolize)
-        return r, render.msr_text(r)
+        r = msr_report(snap, only, symbolize)
+        return r, msr_text(r)
 
 
 class InfoGdt(GdbextCommand):
@@ -176,8 +102,8 @@ JSON: {"base", "limit", "entries": [{"index", "selector", "kind", "base",
                 target.read_msrs(snap, [MSR_NAMES["STAR"]])
             except gdb.GdbError:
                 pass
-        r = reports.gdt_report(snap, args.selector, with_star=not args.no_star)
-        return r, render.gdt_text(r)
+        r = gdt_report(snap, args.selector, with_star=not args.no_star)
+        return r, gdt_text(r)
 
 
 class InfoTss(GdbextCommand):
@@ -192,8 +118,8 @@ JSON: {"selector", "base", "limit", "rsp": [...], "ist": [...], "iomap_base", "s
     NAME = "info tss"
 
     def run(self, args):
-        r = reports.tss_report(target.snapshot())
-        return r, render.tss_text(r)
+        r = tss_report(target.snapshot())
+        return r, tss_text(r)
 
 
 class InfoIdt(GdbextCommand):
@@ -215,8 +141,8 @@ JSON: {"base", "limit", "gates": [{"vector", "name", "kind", "selector", "handle
     def run(self, args):
         if args.vector is not None and not 0 <= args.vector <= 255:
             raise gdb.GdbError(f"info idt: vector {args.vector} is outside 0..255")
-        r = reports.idt_report(target.snapshot(), args.vector, symbolize)
-        return r, render.idt_text(r)
+        r = idt_report(target.snapshot(), args.vector, symbolize)
+        return r, idt_text(r)
 
 
 class Symbols(GdbextCommand):
@@ -294,23 +220,9 @@ Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
         gdb.write(self.__doc__ + "\n")
 
 
-_registered = [False]
-
-
 def register() -> None:
-    if _registered[0]:
-        return
-    _registered[0] = True
     Gdbext()
     for cls in (InfoCpl, InfoMsr, InfoGdt, InfoTss, InfoIdt, Symbols):
         cls()
     CplFunction()
     MsrFunction()
-    from gdbext.commands import paging, sysret  # they build on this module
-
-    paging.register()
-    sysret.register()
-    target.connect_events()
-    if gdb.selected_thread() is not None:
-        target.reset_phys_mode()
-

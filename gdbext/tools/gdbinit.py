@@ -10,7 +10,7 @@ import sysconfig
 
 
 def gdbinit_lines() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the gdbext package
     site = sysconfig.get_paths()["purelib"]
     return (f"python import os; os.environ.setdefault('GDBEXT_SITE_PACKAGES', {site!r})\n"
             f"source {os.path.join(here, 'init.py')}\n")

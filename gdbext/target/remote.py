@@ -1,0 +1,113 @@
+"""The gdb connection: remote packets, QEMU's monitor, the selected vCPU, registers."""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, Optional
+
+import gdb  # noqa: F401  (this module is the gdb boundary)
+
+from gdbext.model.snapshot import (
+    CONTROL_REGS,
+    GENERAL_REGS,
+    SEGMENT_NAMES,
+)
+from gdbext.rules.memo import LazyRegisters
+
+
+class TargetError(gdb.GdbError):
+    """A one-line reason why the target cannot answer; shown without a traceback."""
+
+
+# Inside a gdb.Breakpoint.stop() callback the guest is stopped, but gdb still
+# reports the thread as running; callbacks say so with `in_stop_callback()`.
+_in_stop_callback = [0]
+
+
+@contextlib.contextmanager
+def in_stop_callback() -> Iterator[None]:
+    _in_stop_callback[0] += 1
+    try:
+        yield
+    finally:
+        _in_stop_callback[0] -= 1
+
+
+def _connection():
+    thread = gdb.selected_thread()
+    if thread is None:
+        raise TargetError("gdbext: no target; connect first with `target remote HOST:PORT` to QEMU's gdb stub")
+    if thread.is_running() and not _in_stop_callback[0]:
+        raise TargetError("gdbext: the target is running; interrupt it first (Ctrl-C or `interrupt`)")
+    conn = gdb.selected_inferior().connection
+    if conn is None or not hasattr(conn, "send_packet"):
+        raise TargetError("gdbext: the target is not a remote gdb stub; gdbext needs QEMU's (`qemu -s` or `-gdb tcp::PORT`)")
+    return conn
+
+
+def send_packet(packet: str) -> bytes:
+    reply = _connection().send_packet(packet)
+    if isinstance(reply, str):  # gdb < 13 returned str
+        reply = reply.encode("latin-1")
+    return reply
+
+
+_is_qemu: Optional[bool] = None
+
+
+def require_qemu() -> None:
+    """QEMU answers `qqemu.sstepbits`; other stubs answer with an empty packet."""
+    global _is_qemu
+    if _is_qemu is None:
+        _is_qemu = send_packet("qqemu.sstepbits").startswith(b"ENABLE=")
+    if not _is_qemu:
+        raise TargetError("gdbext: this gdb stub is not QEMU's; gdbext needs QEMU (TCG) to read descriptor tables and MSRs")
+
+
+def hmp(command: str) -> str:
+    """A QEMU monitor command through the stub (`monitor ...`)."""
+    require_qemu()
+    try:
+        return gdb.execute(f"monitor {command}", to_string=True)
+    except gdb.error as exc:
+        raise TargetError(f"gdbext: QEMU monitor command `{command}` failed: {exc}") from None
+
+
+def selected_cpu() -> int:
+    """QEMU's vCPU index for gdb's selected thread (QEMU numbers threads cpu_index + 1)."""
+    thread = gdb.selected_thread()
+    if thread is None:
+        raise TargetError("gdbext: no thread selected")
+    return thread.ptid[1] - 1
+
+
+_REGISTER_NAMES = frozenset(GENERAL_REGS + SEGMENT_NAMES + CONTROL_REGS)
+
+
+def _gdb_register(name: str) -> Optional[int]:
+    try:
+        # `$name`, not newest_frame().read_register(): a frame object needs
+        # the frame's id, and computing it unwinds the stack, which costs
+        # four memory packets at every breakpoint stop.
+        return int(gdb.parse_and_eval("$" + name)) & 0xFFFFFFFFFFFFFFFF
+    except (ValueError, gdb.error):
+        return None
+
+
+class LiveRegisters(LazyRegisters):
+    """gdb's registers of the innermost frame, each read on first use: a check
+    that needs a dozen registers pays for a dozen reads."""
+
+    def __init__(self) -> None:
+        super().__init__(_gdb_register, _REGISTER_NAMES)
+
+
+def read_gdb_registers() -> Dict[str, int]:
+    frame = gdb.newest_frame()  # registers of the innermost frame: what the CPU holds
+    regs: Dict[str, int] = {}
+    for name in GENERAL_REGS + SEGMENT_NAMES + CONTROL_REGS:
+        try:
+            value = frame.read_register(name)
+        except (ValueError, gdb.error):
+            continue
+        regs[name] = int(value) & 0xFFFFFFFFFFFFFFFF
+    return regs

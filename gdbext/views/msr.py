@@ -1,0 +1,118 @@
+"""`info msr`: the syscall MSRs decoded, as data and as text."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from tabulate import tabulate
+
+from gdbext.model.snapshot import (
+    MSR_CSTAR,
+    MSR_EFER,
+    MSR_FS_BASE,
+    MSR_GS_BASE,
+    MSR_KERNEL_GS_BASE,
+    MSR_LSTAR,
+    MSR_SFMASK,
+    MSR_STAR,
+    Snapshot,
+    SnapshotError,
+)
+from gdbext.views.common import Symbolizer, _no_symbols, hx, long_mode, va_bits
+from gdbext.views.gdt import _descriptor_summary, _gdt_bytes
+from gdbext.x86.bits import (
+    decode_star,
+    efer_names,
+    is_canonical,
+    sfmask_names,
+)
+from gdbext.x86.descriptors import descriptor_at
+
+MSR_SET = (
+    ("EFER", MSR_EFER), ("STAR", MSR_STAR), ("LSTAR", MSR_LSTAR), ("CSTAR", MSR_CSTAR),
+    ("SFMASK", MSR_SFMASK), ("FS_BASE", MSR_FS_BASE), ("GS_BASE", MSR_GS_BASE),
+    ("KERNEL_GS_BASE", MSR_KERNEL_GS_BASE),
+)
+
+
+def msr_report(snap: Snapshot, only: Optional[Dict[str, int]] = None,
+               symbolize: Symbolizer = _no_symbols) -> dict:
+    """Values and their meaning.  MSRs that cannot be read come back as null
+    with the reason in "errors" (a halted vCPU cannot run rdmsr, for one)."""
+    wanted = list(only.items()) if only else list(MSR_SET)
+    msrs: Dict[str, Optional[int]] = {}
+    errors: Dict[str, str] = {}
+    decoded: Dict[str, dict] = {}
+    for name, number in wanted:
+        try:
+            msrs[name] = snap.msr(number)
+        except (SnapshotError, Exception) as exc:  # noqa: BLE001 - target errors are gdb.GdbError
+            msrs[name] = None
+            errors[name] = str(exc)
+            continue
+        decoded[name] = _decode_msr(snap, name, number, msrs[name], symbolize)
+    notes = []
+    if snap.woke_ns is not None:
+        notes.append(f"vCPU {snap.cpu} was halted in HLT: guest time ran {snap.woke_ns / 1e6:.1f} ms to its LAPIC timer "
+                     "interrupt, which woke it to run rdmsr; that interrupt is pending and is taken when the "
+                     "guest resumes, as on any wake-up")
+    return {"cpu": snap.cpu, "msrs": msrs, "numbers": {n: num for n, num in wanted},
+            "decoded": decoded, "errors": errors, "notes": notes}
+
+
+def _decode_msr(snap: Snapshot, name: str, number: int, value: int, symbolize: Symbolizer) -> dict:
+    if number == MSR_EFER:
+        return {"flags": efer_names(value)}
+    if number == MSR_STAR:
+        star = decode_star(value)
+        out = {
+            "syscall_cs": star.syscall_cs, "syscall_ss": star.syscall_ss,
+            "sysret_base": star.sysret_base, "sysret_rpl": star.sysret_rpl,
+            "sysret_cs64": star.sysret_cs64, "sysret_ss": star.sysret_ss,
+            "sysret_cs32": star.sysret_cs32, "eip32": star.eip32,
+        }
+        table = _gdt_bytes(snap)
+        if table is not None:
+            for role in ("syscall_cs", "syscall_ss", "sysret_cs64", "sysret_ss", "sysret_cs32"):
+                d = descriptor_at(table, snap.gdtr.limit, out[role], long_mode=long_mode(snap))
+                out[role + "_descriptor"] = _descriptor_summary(d) if d else "past the GDT limit"
+        return out
+    if number in (MSR_LSTAR, MSR_CSTAR):
+        return {"symbol": symbolize(value), "canonical": is_canonical(value, va_bits(snap))}
+    if number == MSR_SFMASK:
+        return {"clears": sfmask_names(value)}
+    if number in (MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE):
+        return {"canonical": is_canonical(value, va_bits(snap)), "half": "kernel" if value >> 63 else "user"}
+    return {}
+
+
+def msr_text(r: dict) -> str:
+    rows = []
+    for name, value in r["msrs"].items():
+        number = r["numbers"][name]
+        if value is None:
+            rows.append((name, hx(number), "unavailable", r["errors"].get(name, "")))
+            continue
+        rows.append((name, hx(number), hx(value, 16), _msr_meaning(name, r["decoded"].get(name, {}))))
+    text = tabulate(rows, headers=("MSR", "number", "value", "meaning"), tablefmt="simple")
+    return "\n".join([text] + [f"note: {n}" for n in r.get("notes", [])])
+
+
+def _msr_meaning(name: str, d: dict) -> str:
+    if "flags" in d:
+        return " ".join(d["flags"]) or "(none)"
+    if "syscall_cs" in d:
+        parts = [f"syscall CS={hx(d['syscall_cs'], 4)} SS={hx(d['syscall_ss'], 4)}",
+                 f"sysret CS={hx(d['sysret_cs64'], 4)} SS={hx(d['sysret_ss'], 4)} CS32={hx(d['sysret_cs32'], 4)}",
+                 f"STAR[63:48]={hx(d['sysret_base'], 4)} (RPL {d['sysret_rpl']})"]
+        for role in ("syscall_cs", "syscall_ss", "sysret_cs64", "sysret_ss", "sysret_cs32"):
+            if role + "_descriptor" in d:
+                parts.append(f"{role}: {d[role + '_descriptor']}")
+        return "\n".join(parts)
+    if "clears" in d:
+        return "clears " + (" ".join(d["clears"]) or "nothing")
+    if "symbol" in d:
+        sym = d["symbol"] or "no symbol"
+        return sym if d["canonical"] else f"{sym} (NON-CANONICAL)"
+    if "half" in d:
+        return f"{d['half']} half" + ("" if d["canonical"] else " (NON-CANONICAL)")
+    return ""

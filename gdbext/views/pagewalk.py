@@ -1,0 +1,291 @@
+"""`pagewalk`: the CPU's walk of one address, level by level, and what each access does.
+
+Pure: no gdb.  The report is data built from the decoders' results
+(gdbext.x86.paging); the text is rendered from the same data."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from tabulate import tabulate
+
+from gdbext.model.snapshot import PAGE, Snapshot
+from gdbext.views.common import hx
+from gdbext.x86.bits import MASK64
+from gdbext.x86.paging import (
+    ACCESSES,
+    PF_ID,
+    PF_P,
+    PF_PK,
+    PF_RSVD,
+    PF_US,
+    PF_WR,
+    PTE_P,
+    PTE_PS,
+    PagingContext,
+    Walk,
+    check_access,
+    table_entries,
+)
+
+MODES = ("user", "supervisor")
+
+
+# Text shows this many reserved-bit warnings; a page that is not a page
+# table at all would otherwise print one per slot.
+MAX_WARNINGS = 10
+
+
+# #PF error-code bits by the names the SDM gives them (Vol. 3A 4.7,
+# "Page-Fault Exceptions", Figure 4-12).
+_PF_BITS = ((PF_P, "P"), (PF_WR, "W/R"), (PF_US, "U/S"), (PF_RSVD, "RSVD"), (PF_ID, "I/D"),
+            (PF_PK, "PK"))
+
+
+def pf_bits(code: int | None) -> list[str]:
+    """The names of the set bits of a #PF error code."""
+    if code is None:
+        return []
+    return [name for bit, name in _PF_BITS if code & bit]
+
+
+def size_text(size: int | None) -> str:
+    """4096 -> '4 KiB', 0x200000 -> '2 MiB', 0x3000 -> '12 KiB'."""
+    if size is None:
+        return "-"
+    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} B"
+
+
+def context_report(ctx: PagingContext) -> dict:
+    """The registers that decide the translation, with the bits a reader needs.
+
+    CR3 bits 11:0 are a PCID when CR4.PCIDE=1 (SDM Vol. 3A 4.10.1), else PWT
+    and PCD; either way they are not part of the root table's address.
+    """
+    return {
+        "cr0": ctx.cr0, "cr3": ctx.cr3, "cr4": ctx.cr4, "efer": ctx.efer,
+        "root": ctx.root,
+        "pcid": ctx.cr3 & 0xFFF if ctx.pcide else None,
+        "levels": 5 if ctx.la57 else 4,
+        "paging": ctx.paging,
+        "wp": ctx.wp, "nxe": ctx.nxe, "smep": ctx.smep, "smap": ctx.smap,
+        "pke": ctx.pke, "pks": ctx.pks,
+        "pkru": ctx.pkru,
+    }
+
+
+def _context_line(c: dict) -> str:
+    pcid = f" PCID={c['pcid']:#x}" if c["pcid"] is not None else ""
+    bits = " ".join(f"{name}={int(c[key])}" for name, key in (
+        ("CR0.WP", "wp"), ("EFER.NXE", "nxe"), ("CR4.SMEP", "smep"), ("CR4.SMAP", "smap"),
+        ("CR4.PKE", "pke")))
+    return f"CR3={hx(c['cr3'])} (root table {hx(c['root'])}{pcid})  {c['levels']}-level paging  {bits}"
+
+
+def pkru_note(ctx: PagingContext) -> str | None:
+    """Why protection keys of user pages could not be checked, or None."""
+    if ctx.pke and ctx.pkru is None:
+        return "PKRU unknown: QEMU's gdb stub does not expose it; give --pkru VALUE to check protection keys"
+    return None
+
+
+def _shift(ctx: PagingContext, depth: int) -> int:
+    """VA bit where the index of level `depth` starts (SDM Vol. 3A 4.5,
+    Figure 4-8/4-9: 9 index bits per level above the 12-bit page offset)."""
+    return 12 + 9 * (len(ctx.level_names) - 1 - depth)
+
+
+def _level_report(ctx: PagingContext, depth: int, lv) -> dict:
+    span = 1 << _shift(ctx, depth)
+    out = {
+        "name": lv.name,
+        "table": lv.table,
+        "index": lv.index,
+        "entry_address": lv.address,
+        "entry": lv.entry,
+        "present": lv.present,
+        "flags": list(lv.flags),
+        "reserved": lv.reserved,
+        "leaf": lv.leaf,
+        "span": span,
+        "problem": None,
+    }
+    if not lv.present:
+        out["problem"] = "not present (P=0)"
+    elif lv.reserved:
+        out["problem"] = f"reserved bits {lv.reserved:#x} set"
+    elif lv.leaf:
+        out["page_size"] = span
+    return out
+
+
+def access_report(w: Walk, ctx: PagingContext, modes: Sequence[str], accesses: Sequence[str],
+                  rflags_ac: bool) -> dict:
+    """access[mode][kind] = {"faults", "error_code", "error_bits", "reason"}."""
+    out: dict = {}
+    for mode in modes:
+        out[mode] = {}
+        for kind in accesses:
+            a = check_access(w, ctx, kind, user=mode == "user", rflags_ac=rflags_ac)
+            out[mode][kind] = {"faults": a.faults, "error_code": a.error_code,
+                               "error_bits": pf_bits(a.error_code), "reason": a.reason}
+    return out
+
+
+def walk_report(w: Walk, ctx: PagingContext, *, modes: Sequence[str] = MODES,
+                accesses: Sequence[str] = ACCESSES, rflags_ac: bool = False,
+                notes: Iterable[str] = ()) -> dict:
+    """What the CPU does with `w.va`: every level, the frame, the rights, the accesses."""
+    levels = [_level_report(ctx, i, lv) for i, lv in enumerate(w.levels)]
+    note_list = list(notes)
+    pk = pkru_note(ctx)
+    if pk and w.pkey is not None and w.user:
+        note_list.append(pk)
+    return {
+        "va": w.va,
+        "canonical": w.canonical,
+        "pa": w.pa,
+        "page_size": w.page_size,
+        "user": w.user,
+        "writable": w.writable,
+        "executable": w.executable,
+        "global": w.global_,
+        "pkey": w.pkey,
+        "problem": w.problem,
+        "problem_level": _problem_level(w),
+        "context": context_report(ctx),
+        "rflags_ac": rflags_ac,
+        "levels": levels,
+        "access": access_report(w, ctx, modes, accesses, rflags_ac),
+        "notes": note_list,
+    }
+
+
+def _problem_level(w: Walk) -> str | None:
+    if w.pa is not None or not w.levels:
+        return None
+    return w.levels[-1].name
+
+
+def _rights_words(r: dict) -> str:
+    words = ["user" if r["user"] else "supervisor-only",
+             "writable" if r["writable"] else "read-only",
+             "executable" if r["executable"] else "no-execute"]
+    if r["global"]:
+        words.append("global")
+    if r["pkey"] is not None:
+        words.append(f"protection key {r['pkey']}")
+    return ", ".join(words)
+
+
+def _access_cell(a: dict) -> str:
+    if not a["faults"]:
+        return "ok"
+    if a["error_code"] is None:
+        return "#GP"
+    bits = f" [{' '.join(a['error_bits'])}]" if a["error_bits"] else ""
+    return f"#PF {a['error_code']:#x}{bits}"
+
+
+def _access_lines(r: dict) -> list[str]:
+    acc = r["access"]
+    kinds = [k for k in ACCESSES if any(k in acc[m] for m in acc)]
+    rows = [[mode] + [_access_cell(acc[mode][k]) for k in kinds] for mode in acc]
+    lines = [tabulate(rows, headers=["access"] + kinds, tablefmt="simple")]
+    # One line per distinct reason: a not-present walk refuses all six
+    # accesses for the same reason, and saying it six times hides it.
+    why: dict = {}
+    for mode in acc:
+        for k in kinds:
+            a = acc[mode][k]
+            if a["faults"] or "not checked" in a["reason"]:
+                why.setdefault(a["reason"], []).append(f"{mode} {k}")
+    total = sum(len(acc[m]) for m in acc)
+    for reason, who in why.items():
+        label = "every access" if len(who) == total and total > 1 else ", ".join(who)
+        lines.append(f"  {label}: {reason}")
+    return lines
+
+
+def walk_text(r: dict) -> str:
+    c = r["context"]
+    head = f"pagewalk {hx(r['va'])}  {_context_line(c)}"
+    if not r["canonical"]:
+        # One plain line: there is no walk to show.
+        return (f"pagewalk: {hx(r['va'])} is not canonical for {c['levels']}-level paging "
+                f"(bits 63:{47 if c['levels'] == 4 else 56} must all equal bit "
+                f"{47 if c['levels'] == 4 else 56}): any access raises #GP (#SS for stack accesses), not #PF")
+    lines = [head]
+    if not c["paging"]:
+        lines.append("paging is disabled (CR0.PG=0): the linear address is the physical address")
+    rows = []
+    for lv in r["levels"]:
+        what = " ".join(lv["flags"])
+        if lv["problem"]:
+            what = f"{what}  <- {lv['problem']}" if what else f"<- {lv['problem']}"
+        elif lv["leaf"]:
+            what += f"  -> {size_text(lv['page_size'])} page"
+        rows.append((lv["name"], hx(lv["table"]), lv["index"], hx(lv["entry"], 16), what))
+    if rows:
+        lines.append(tabulate(rows, headers=("level", "table", "index", "entry", "flags"),
+                              tablefmt="simple"))
+    if r["pa"] is None:
+        lines.append(f"not mapped: {r['problem']}")
+    else:
+        offset = r["va"] & ((r["page_size"] or 1) - 1)
+        size = f"{size_text(r['page_size'])} page" if r["page_size"] else "no paging"
+        lines.append(f"=> physical {hx(r['pa'])}  ({size}, offset {hx(offset)})")
+        lines.append(f"effective rights: {_rights_words(r)}")
+    lines += _access_lines(r)
+    lines += [f"note: {n}" for n in r["notes"]]
+    return "\n".join(lines)
+
+
+_SIZES: dict = {}
+
+
+_RIGHTS: dict = {}
+
+
+# ---------------------------------------------------------------------------
+# Which page tables (shared with ptdump)
+# ---------------------------------------------------------------------------
+
+# Linux's page-table isolation (KPTI) allocates the kernel's and the user's
+# top-level tables as one 8 KiB pair and switches between them by flipping
+# CR3 bit 12 (PTI_USER_PGTABLE_BIT in arch/x86/entry/calling.h).
+KPTI_USER_BIT = 1 << 12
+
+
+def paging_context(snap: Snapshot, cr3: int | None, kpti: bool, pkru: int | None,
+                   notes: list[str]) -> PagingContext:
+    """The snapshot's paging registers, with CR3 replaced or flipped as asked."""
+    value = snap.cr3 if cr3 is None else cr3 & MASK64
+    if kpti:
+        value ^= KPTI_USER_BIT
+        half = "user" if value & KPTI_USER_BIT else "kernel"
+        notes.append(f"KPTI: walking the {half} half of the pair, CR3 {value:#x} "
+                     f"(bit 12 flipped from {value ^ KPTI_USER_BIT:#x})")
+    base = PagingContext.from_snapshot(snap, pkru=pkru)
+    return PagingContext(cr3=value, cr0=base.cr0, cr4=base.cr4, efer=base.efer, pkru=base.pkru,
+                         maxphyaddr=base.maxphyaddr, pkrs=base.pkrs)
+
+
+def _check_kpti_root(snap: Snapshot, ctx: PagingContext, notes: list[str]) -> None:
+    """Say so when the flipped CR3 does not point at a top-level table.
+
+    Without KPTI the neighbouring 4 KiB page is anything at all.  A real
+    PML4/PML5 has present entries and none with PS (bit 7) set, which is
+    reserved at the top level (SDM Vol. 3A 4.5, Tables 4-14 and 4-15).
+    """
+    if not ctx.paging:
+        return
+    root = table_entries(snap.read_phys(ctx.root, PAGE))
+    present = [e for e in root if e & PTE_P]
+    bad = sum(1 for e in present if e & PTE_PS)
+    if not present or bad:
+        why = "has no present entry" if not present else f"has {bad} present entries with the reserved PS bit"
+        notes.append(f"KPTI: the page at {ctx.root:#x} {why}: it is not a top-level page table, "
+                     "so this kernel probably does not use page-table isolation")

@@ -1,0 +1,223 @@
+"""`ptdump`: every mapping merged into ranges, filtered, as data and as text."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from gdbext.views.common import hx
+from gdbext.views.pagewalk import (
+    _RIGHTS,
+    _SIZES,
+    MAX_WARNINGS,
+    _context_line,
+    context_report,
+    size_text,
+)
+from gdbext.x86.paging import (
+    PagingContext,
+    Range,
+    find_phys,
+    wx_ranges,
+)
+
+# Text folds this many or more equal mappings repeated at a fixed stride.
+FOLD_AT_LEAST = 4
+
+
+@dataclass(frozen=True)
+class DumpView:
+    """One ptdump: the ranges chosen (in order, after --limit) and what the dump cost.
+
+    Both the JSON report and the text are made from this, so they cannot
+    disagree; each is made only when asked for, because a Linux dump has
+    tens of thousands of ranges.
+    """
+
+    ctx: PagingContext
+    ranges: tuple[Range, ...]
+    total: int                       # ranges that passed the filters, before --limit
+    mapped_bytes: int                # of the whole dump, before filtering
+    only: str | None = None       # "user" | "kernel" | None
+    wx: bool = False
+    phys: int | None = None
+    phys_vas: tuple[int, ...] = ()
+    limit: int | None = None
+    va_range: tuple[int, int] | None = None
+    tables_read: int = 0
+    fetched: int = 0
+    seconds: float = 0.0
+    problems: tuple[tuple[int, str], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def select_ranges(ranges: Sequence[Range], *, only: str | None = None, wx: bool = False,
+                  phys: int | None = None) -> tuple[list[Range], list[int]]:
+    """Filter a dump: only="user"|"kernel", wx (user-writable-executable first),
+    phys (ranges mapping that physical address).  Returns (ranges, VAs of phys)."""
+    chosen = list(ranges)
+    if only == "user":
+        chosen = [r for r in chosen if r.user]
+    elif only == "kernel":
+        chosen = [r for r in chosen if not r.user]
+    if wx:
+        chosen = wx_ranges(chosen)
+    vas: list[int] = []
+    if phys is not None:
+        vas = find_phys(chosen, phys)
+        chosen = [r for r in chosen if 0 <= phys - r.pa_start < r.va_end - r.va_start]
+    return chosen, vas
+
+
+def dump_view(ranges: Sequence[Range], ctx: PagingContext, *, only: str | None = None,
+              wx: bool = False, phys: int | None = None, limit: int | None = None,
+              va_range: tuple[int, int] | None = None, tables_read: int = 0, fetched: int = 0,
+              seconds: float = 0.0, problems: Sequence[tuple[int, str]] = (),
+              notes: Iterable[str] = ()) -> DumpView:
+    """Filter the ranges of a dump as asked and keep what the dump cost."""
+    if only not in (None, "user", "kernel"):
+        raise ValueError(f"only must be 'user', 'kernel' or None, not {only!r}")
+    chosen, vas = select_ranges(ranges, only=only, wx=wx, phys=phys)
+    total = len(chosen)
+    if limit is not None:
+        chosen = chosen[:max(limit, 0)]
+    return DumpView(ctx=ctx, ranges=tuple(chosen), total=total,
+                    mapped_bytes=sum(r.va_end - r.va_start for r in ranges), only=only, wx=wx,
+                    phys=phys, phys_vas=tuple(vas), limit=limit,
+                    va_range=tuple(va_range) if va_range else None, tables_read=tables_read,
+                    fetched=fetched, seconds=seconds, problems=tuple(problems), notes=tuple(notes))
+
+
+def range_report(rg: Range) -> dict:
+    return _range_dicts([rg])[0]
+
+
+def _range_dicts(ranges: Sequence[Range]) -> list[dict]:
+    # One comprehension with a dict display: a function call per range
+    # would add a third to the time.
+    return [{"va_start": rg.va_start, "va_end": rg.va_end, "pa_start": rg.pa_start,
+             "size": rg.va_end - rg.va_start, "page_size": rg.page_size, "pages": rg.pages,
+             "user": rg.user, "writable": rg.writable, "executable": rg.executable,
+             "global": rg.global_, "pkey": rg.pkey} for rg in ranges]
+
+
+def dump_report(v: DumpView) -> dict:
+    """The JSON document of a ptdump."""
+    report = {
+        "cr3": v.ctx.cr3,
+        "root": v.ctx.root,
+        "levels": 5 if v.ctx.la57 else 4,
+        "context": context_report(v.ctx),
+        "filter": {"only": v.only, "wx": v.wx, "phys": v.phys, "limit": v.limit,
+                   "range": list(v.va_range) if v.va_range else None},
+        "ranges": _range_dicts(v.ranges),
+        "total": v.total,
+        "shown": len(v.ranges),
+        "mapped_bytes": v.mapped_bytes,
+        "tables_read": v.tables_read,
+        "fetched": v.fetched,
+        "seconds": v.seconds,
+        "problems": [{"va": va, "problem": text} for va, text in v.problems],
+        "notes": list(v.notes),
+    }
+    if v.phys is not None:
+        report["phys"] = {"pa": v.phys, "vas": list(v.phys_vas)}
+    return report
+
+
+def _size_cell(size: int) -> str:
+    text = _SIZES.get(size)
+    if text is None:
+        text = _SIZES[size] = size_text(size)
+    return text
+
+
+def _rights_cell(r: Range) -> str:
+    key = (r.user, r.writable, r.executable, r.global_, r.pkey)
+    text = _RIGHTS.get(key)
+    if text is None:
+        pkey = "" if r.pkey is None else f"  {r.pkey:>4}"
+        text = _RIGHTS[key] = (f"{'U' if r.user else 'S'}   {'RW' if r.writable else 'R '}  "
+                               f"{'X ' if r.executable else 'NX'} {'G' if r.global_ else '-'}{pkey}")
+    return text
+
+
+def _same_kind(a: Range, b: Range) -> bool:
+    return (a.pa_start == b.pa_start and a.va_end - a.va_start == b.va_end - b.va_start
+            and a.page_size == b.page_size and a.user == b.user and a.writable == b.writable
+            and a.executable == b.executable and a.global_ == b.global_ and a.pkey == b.pkey)
+
+
+def fold_repeats(ranges: Sequence[Range], least: int = FOLD_AT_LEAST) -> list[tuple[Range, int, int]]:
+    """Group runs of ranges that map the same frames with the same rights at a
+    fixed VA stride into (first, count, stride); any other range is (r, 1, 0).
+
+    Such runs are real, separate mappings (Linux's ESPFIX area maps one
+    stack page 65,536 times, 64 KiB apart), so the JSON lists each one; the
+    text says it once with the count, instead of 65,536 near-identical lines.
+    """
+    out: list[tuple[Range, int, int]] = []
+    least = max(least, 2)  # a "run" of one is just a range
+    i, n = 0, len(ranges)
+    while i < n:
+        first = ranges[i]
+        j = i + 1
+        # Neighbours almost never share a frame; test that first, it is cheap.
+        if j < n and ranges[j].pa_start == first.pa_start and _same_kind(first, ranges[j]):
+            stride = ranges[j].va_start - first.va_start
+            j += 1
+            while (j < n and ranges[j].va_start - ranges[j - 1].va_start == stride
+                   and _same_kind(first, ranges[j])):
+                j += 1
+        if j - i >= least:
+            out.append((first, j - i, ranges[i + 1].va_start - first.va_start))
+            i = j
+        else:
+            out.append((first, 1, 0))
+            i += 1
+    return out
+
+
+def _range_row(r: Range, count: int = 1, stride: int = 0) -> str:
+    # Fixed widths, no tabulate: this is the hot loop of the text output.
+    row = (f"{r.va_start:#018x} {r.va_end:#018x} {_size_cell(r.va_end - r.va_start):>9} "
+           f"{r.pa_start:#014x} {_size_cell(r.page_size):>6} {_rights_cell(r)}")
+    if count > 1:
+        last_end = r.va_end + (count - 1) * stride
+        row += f"  x{count}: the same frames again every {stride:#x}, up to {last_end:#x}"
+    return row
+
+
+_HEADER = (f"{'VA start':<18} {'VA end':<18} {'size':>9} {'PA start':<14} {'page':>6} "
+           f"U/S R/W X  G")
+
+
+def dump_text(v: DumpView) -> str:
+    """The ptdump table for people."""
+    what = []
+    if v.only:
+        what.append(v.only + " only")
+    if v.wx:
+        what.append("writable and executable")
+    if v.va_range:
+        what.append(f"VA {hx(v.va_range[0])}-{hx(v.va_range[1])}")
+    summary = (f"{v.total} ranges{' (' + ', '.join(what) + ')' if what else ''}, "
+               f"{v.tables_read} tables read ({v.fetched} fetched from the target), "
+               f"{v.seconds * 1000:.1f} ms")
+    lines = [f"ptdump  {_context_line(context_report(v.ctx))}", summary]
+    if v.phys is not None:
+        found = ", ".join(hx(va) for va in v.phys_vas) or "none"
+        lines.append(f"physical {hx(v.phys)} is mapped at: {found}")
+    if v.ranges:
+        pk = any(r.pkey is not None for r in v.ranges)
+        lines.append(_HEADER + ("  pkey" if pk else ""))
+        lines += [_range_row(r, n, stride) for r, n, stride in fold_repeats(v.ranges)]
+    elif not v.problems:
+        lines.append("no mappings")
+    if len(v.ranges) < v.total:
+        lines.append(f"... {v.total - len(v.ranges)} more (raise --limit)")
+    lines += [f"note: {n}" for n in v.notes]
+    lines += [f"warning: {text} (VA {hx(va)})" for va, text in v.problems[:MAX_WARNINGS]]
+    if len(v.problems) > MAX_WARNINGS:
+        lines.append(f"warning: ... and {len(v.problems) - MAX_WARNINGS} more entries "
+                     "with reserved bits (all in --json)")
+    return "\n".join(lines)
