@@ -44,16 +44,70 @@ class _HelpShown(Exception):
     pass
 
 
-def parse_int(text: str) -> int:
-    """An integer or a gdb expression ($rsp, &symbol, 0x10+8)."""
+MASK64 = (1 << 64) - 1
+_INTEGER_TYPES = (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_PTR, gdb.TYPE_CODE_ENUM, gdb.TYPE_CODE_BOOL, gdb.TYPE_CODE_CHAR,
+                  gdb.TYPE_CODE_FLAGS)  # $cr3, $efer, $eflags: flag types over an integer
+
+
+def integer_of(value: gdb.Value) -> int | None:
+    """A gdb value as the 64-bit integer it holds, or None if it is not one
+    (a float, a string, a struct).  A negative value of a type of at most 8
+    bytes is its bit pattern: `$rax` holding 0xffffffff80000000 is that
+    address, as gdb's own `x $rax` reads it."""
+    t = value.type.strip_typedefs()
+    if t.code not in _INTEGER_TYPES:
+        return None
+    n = int(value)
+    if n < 0 and t.sizeof <= 8:
+        n &= MASK64
+    return n if 0 <= n <= MASK64 else None
+
+
+def number(text: str, what: str = "a number", lo: int = 0, hi: int = MASK64) -> int:
+    """`text` read as gdb reads a number or expression ($rsp-8, &symbol,
+    0x10+8), which must be an integer in [lo, hi]: a value that does not fit
+    is refused, never wrapped or truncated."""
+    text = text.strip()
+    if text.startswith("-"):
+        raise argparse.ArgumentTypeError(f"{text} is negative; {what} is {_span(lo, hi)}")
     try:
-        return int(text, 0)
-    except ValueError:
-        pass
-    try:
-        return int(gdb.parse_and_eval(text)) & 0xFFFFFFFFFFFFFFFF
+        value = gdb.parse_and_eval(text)
     except gdb.error as exc:
         raise argparse.ArgumentTypeError(f"not a number or expression: {text!r} ({exc})") from None
+    n = integer_of(value)
+    if n is None:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r} ({value.type})")
+    if not lo <= n <= hi:
+        raise argparse.ArgumentTypeError(f"{text} = {n:#x} is outside {_span(lo, hi)} ({what})")
+    return n
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"{lo}..{hi}" if hi < 0x1000 else f"{lo:#x}..{hi:#x}"
+
+
+def number_type(what: str, lo: int = 0, hi: int = MASK64):
+    """An argparse type for `number` with its own range."""
+    def parse(text: str) -> int:
+        return number(text, what, lo, hi)
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+# The common kinds of number.
+parse_int = number_type("a 64-bit value")
+address_arg = number_type("a linear address")
+count_arg = number_type("a count")
+
+
+def int_argument(where: str, value: gdb.Value, lo: int = 0, hi: int = MASK64) -> int:
+    """A convenience function's integer argument, or a one-line GdbError."""
+    n = integer_of(value)
+    if n is None:
+        raise gdb.GdbError(f"{where}: expected an integer, got {value.type}")
+    if not lo <= n <= hi:
+        raise gdb.GdbError(f"{where}: {n:#x} is outside {_span(lo, hi)}")
+    return n
 
 
 class GdbextCommand(gdb.Command):
@@ -74,17 +128,32 @@ class GdbextCommand(gdb.Command):
     def invoke(self, argument: str, from_tty: bool) -> None:
         self.dont_repeat()
         try:
-            args = self.parser.parse_args(shlex.split(argument))
-        except _HelpShown:
-            return
+            words = shlex.split(argument)
         except ValueError as exc:  # shlex: unbalanced quotes
             raise gdb.GdbError(f"{self.NAME}: {exc}") from None
+        for word in words:
+            # argparse would take "-0x10" or "-(8)" for an unknown option.
+            if len(word) > 1 and word[0] == "-" and not (word[1] == "-" or word[1].isalpha()):
+                raise gdb.GdbError(f"{self.NAME}: {word} is negative; addresses, selectors and counts are not "
+                                   f"(see `help {self.NAME}`)")
+        try:
+            # Options may stand anywhere, between positional arguments too.
+            args = self.parser.parse_intermixed_args(words)
+        except _HelpShown:
+            return
         try:
             report, text = self.run(args)
+        except gdb.GdbError:
+            raise
         except ReportError as exc:
             raise gdb.GdbError(str(exc)) from None
         except (DecodeError, SnapshotError, SymbolError) as exc:
             raise gdb.GdbError(f"{self.NAME}: {exc}") from None
+        except gdb.error as exc:
+            raise gdb.GdbError(f"{self.NAME}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, never a traceback
+            raise gdb.GdbError(f"{self.NAME}: internal error (a gdbext bug, please report it): "
+                               f"{type(exc).__name__}: {exc}") from None
         gdb.write((to_json(report) if args.json else text) + "\n")
 
     def run(self, args):  # -> (report dict, text)

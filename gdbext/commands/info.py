@@ -2,11 +2,26 @@
 `$cpl()` and `$msr()` functions: thin, a view of a snapshot each."""
 from __future__ import annotations
 
+import argparse
+
 import gdb
 
 from gdbext import target
-from gdbext.commands.base import GdbextCommand, _symbols, parse_int, symbolize
-from gdbext.model.snapshot import MSR_NAMES, SnapshotError, msr_number
+from gdbext.commands.base import (
+    GdbextCommand,
+    _symbols,
+    int_argument,
+    number_type,
+    parse_int,
+    symbolize,
+)
+from gdbext.commands.base import number as read_number
+from gdbext.model.snapshot import (
+    MSR_FROM_REGISTER,
+    MSR_NAMES,
+    SnapshotError,
+    msr_number,
+)
 from gdbext.model.symbols import SymbolTable
 from gdbext.views.cpl import cpl_report, cpl_text
 from gdbext.views.gdt import gdt_report, gdt_text
@@ -34,19 +49,22 @@ JSON: {"cpl", "mode", "iopl", "if", "rflags", "cs", "ss", "halted", "cpu", "rip"
 class InfoMsr(GdbextCommand):
     """Show the syscall MSRs (or one MSR by name or number), decoded.
 
-Usage: info msr [NAME|NUMBER] [--json]
+Usage: info msr [NAME|NUMBER] [--wake] [--json]
 
 EFER with every bit named; STAR split into the selectors SYSCALL and SYSRET
 load, with the GDT descriptors they select; LSTAR and CSTAR with symbols;
 SFMASK with the RFLAGS bits it clears; FS_BASE, GS_BASE, KERNEL_GS_BASE.
 EFER and the three bases come from gdb's registers; the others are read by
 executing rdmsr in the guest (QEMU TCG only), which leaves every register,
-flag and byte as it was.  A vCPU halted in HLT runs only once an interrupt
-is due: rdmsr then waits (at most 5 s of guest time) for its LAPIC timer,
-which wakes it without being delivered; the vCPU is left awake at the same
-RIP with that interrupt pending, and a note says so.  Where nothing will
-wake it (IF=0, timer masked), those MSRs are shown as unavailable, with the
-reason.
+flag and byte as it was.
+A vCPU halted in HLT runs only once an interrupt is due, so looking at its
+rdmsr-only MSRs would change it: without --wake they are shown as
+unavailable, with what --wake would cost.  --wake lets its LAPIC timer fire
+early (at most 5 s of guest time), which wakes it without being delivered:
+the vCPU is left awake at the same RIP with that interrupt pending, and a
+note says so.  Where nothing will wake it (IF=0, timer masked), the reason.
+QEMU's TCG reads MSRs it does not implement as 0 where a CPU raises #GP: such
+a value comes with a note.
 Names: EFER STAR LSTAR CSTAR SFMASK FS_BASE GS_BASE KERNEL_GS_BASE TSC_AUX PAT
 SYSENTER_CS SYSENTER_ESP SYSENTER_EIP APIC_BASE, or any number (0xc0000081).
 JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...},
@@ -56,19 +74,28 @@ JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...
 
     def arguments(self, parser):
         parser.add_argument("msr", nargs="?", help="MSR name or number")
+        parser.add_argument("--wake", action="store_true",
+                            help="on a vCPU halted in HLT, let its LAPIC timer fire early to run rdmsr")
 
     def run(self, args):
         snap = target.snapshot()
         only = None
         if args.msr:
             number = msr_number(args.msr)
+            if number is None and args.msr and (args.msr[0].isdigit() or args.msr[0] in "($"):
+                # A number or expression, read as gdb reads it (010 is 8).
+                try:
+                    number = read_number(args.msr, "an MSR number", 0, 0xFFFFFFFF)
+                except argparse.ArgumentTypeError as exc:
+                    raise gdb.GdbError(f"info msr: {exc}") from None
             if number is None:
-                raise gdb.GdbError(f"info msr: unknown MSR {args.msr!r}; names: {' '.join(MSR_NAMES)} or a number")
+                raise gdb.GdbError(f"info msr: unknown MSR {args.msr!r}; names: {' '.join(MSR_NAMES)} "
+                                   "or a number 0..0xffffffff")
             name = next((n for n, v in MSR_NAMES.items() if v == number), f"{number:#x}")
             only = {name: number}
         numbers = list(only.values()) if only else [n for _, n in MSR_SET]
         try:
-            target.read_msrs(snap, numbers)
+            target.read_msrs(snap, numbers, wake=args.wake)
         except gdb.GdbError:
             pass  # the report shows each unreadable MSR with the reason
         r = msr_report(snap, only, symbolize)
@@ -78,32 +105,37 @@ JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...
 class InfoGdt(GdbextCommand):
     """Show the GDT as the CPU sees it, every descriptor decoded.
 
-Usage: info gdt [SELECTOR] [--json]
+Usage: info gdt [SELECTOR] [--no-star] [--json]
 
 For each entry: index, selector, kind (null, code, data, TSS available/busy,
 LDT, call gate...), base, limit scaled by G, DPL, P, L, D/B, G, AVL and the
 type bits in words; 16-byte system descriptors are one entry.  "used by" marks
 the live segment registers, TR and LDTR, and the selectors STAR gives SYSCALL
-and SYSRET.  Warns where a live (hidden) segment cache differs from its table
-entry, or a selector points past the limit.
+and SYSRET (STAR is read with rdmsr; not on a vCPU halted in HLT, which a
+note then says: `info msr --wake` reads it).  Warns where a live (hidden)
+segment cache differs from its table entry, or a selector points past the
+limit.
 JSON: {"base", "limit", "entries": [{"index", "selector", "kind", "base",
 "limit", "dpl", "present", "long", ...}], "warnings": [...]}."""
 
     NAME = "info gdt"
 
     def arguments(self, parser):
-        parser.add_argument("selector", nargs="?", type=parse_int, help="show only this selector's entry")
+        parser.add_argument("selector", nargs="?", type=number_type("a selector", 0, 0xFFFF),
+                            help="show only this selector's entry")
         parser.add_argument("--no-star", action="store_true", help="do not read STAR (no rdmsr)")
 
     def run(self, args):
         snap = target.snapshot()
+        notes = []
         if not args.no_star:
             try:
                 target.read_msrs(snap, [MSR_NAMES["STAR"]])
-            except gdb.GdbError:
-                pass
+            except gdb.GdbError as exc:
+                notes.append(f"STAR's roles are not shown: {str(exc).removeprefix('gdbext: ')}")
         r = gdt_report(snap, args.selector, with_star=not args.no_star)
-        return r, gdt_text(r)
+        r["notes"] = notes
+        return r, "\n".join([gdt_text(r)] + [f"note: {n}" for n in notes])
 
 
 class InfoTss(GdbextCommand):
@@ -136,7 +168,7 @@ JSON: {"base", "limit", "gates": [{"vector", "name", "kind", "selector", "handle
     NAME = "info idt"
 
     def arguments(self, parser):
-        parser.add_argument("vector", nargs="?", type=parse_int, help="show only this vector")
+        parser.add_argument("vector", nargs="?", type=number_type("a vector", 0, 255), help="show only this vector")
 
     def run(self, args):
         if args.vector is not None and not 0 <= args.vector <= 255:
@@ -168,31 +200,57 @@ relocated (KASLR).  gdb's own symbols are always asked first."""
 
 
 class CplFunction(gdb.Function):
-    """$cpl() - the current privilege level of the selected vCPU (0-3)."""
+    """$cpl() - the current privilege level of the selected vCPU (0-3).
+
+Usable in breakpoint conditions and `commands` blocks (it reads QEMU's
+monitor; nothing runs the guest)."""
 
     def __init__(self) -> None:
         super().__init__("cpl")
 
-    def invoke(self):
+    def invoke(self, *args):
+        if args:
+            raise gdb.GdbError("$cpl: takes no argument")
         return target.snapshot().cpl
 
 
 class MsrFunction(gdb.Function):
-    """$msr(NAME or NUMBER) - an MSR of the selected vCPU, e.g. $msr("LSTAR"), $msr(0xc0000081)."""
+    """$msr(NAME or NUMBER) - an MSR of the selected vCPU, e.g. $msr("LSTAR"), $msr(0xc0000081).
+
+EFER and the FS/GS/KERNEL_GS bases are registers and always current.  The
+others are read with rdmsr at a stop.  In a breakpoint condition no rdmsr can
+run (it would step the guest): the value is the one this session last read
+or saw written for that vCPU (by `info msr`, `sysret-check` or
+`sysret-watch`, which follows every wrmsr), or the condition fails with one
+line saying so.  A vCPU halted in HLT is not woken: use `info msr --wake`."""
 
     def __init__(self) -> None:
         super().__init__("msr")
 
-    def invoke(self, which):
-        if which.type.code == gdb.TYPE_CODE_ARRAY or which.type.strip_typedefs().code == gdb.TYPE_CODE_PTR:
-            text = which.string()
+    def invoke(self, *args):
+        if len(args) != 1:
+            raise gdb.GdbError("$msr: takes one argument, an MSR name (\"LSTAR\") or number (0xc0000082)")
+        which = args[0]
+        code = which.type.strip_typedefs().code
+        if code in (gdb.TYPE_CODE_ARRAY, gdb.TYPE_CODE_PTR) and which.type.strip_typedefs().target().sizeof == 1:
+            try:
+                text = which.string()
+            except gdb.error as exc:
+                raise gdb.GdbError(f"$msr: {exc}") from None
             number = msr_number(text)
+            if number is None:
+                raise gdb.GdbError(f"$msr: unknown MSR {text!r}; names: {' '.join(MSR_NAMES)}")
         else:
-            number = int(which)
-        if number is None:
-            raise gdb.GdbError(f"$msr: unknown MSR {which}")
+            number = int_argument("$msr", which, 0, 0xFFFFFFFF)
+        snap = target.snapshot()
+        if target.in_condition() and number not in snap.msrs and number not in MSR_FROM_REGISTER:
+            known = target.known_msrs(snap.cpu)
+            if number in known:
+                return known[number]
+            raise gdb.GdbError(f"$msr: MSR {number:#x} of vCPU {snap.cpu} has not been read in this session, and "
+                               "no rdmsr runs inside a condition: stop once and run `info msr`")
         try:
-            return target.read_msrs(target.snapshot(), [number])[number]
+            return target.read_msrs(snap, [number])[number]
         except SnapshotError as exc:
             raise gdb.GdbError(f"$msr: {exc}") from None
 

@@ -11,7 +11,13 @@ import time
 import gdb
 
 from gdbext import target
-from gdbext.commands.base import GdbextCommand, parse_int
+from gdbext.commands.base import (
+    GdbextCommand,
+    address_arg,
+    count_arg,
+    number_type,
+    parse_int,
+)
 from gdbext.model.snapshot import Snapshot
 from gdbext.target.tables import prefetch_tables
 from gdbext.views.pagewalk import (
@@ -88,12 +94,12 @@ JSON: {"va", "pa" (null if unmapped), "page_size", "user", "writable",
     COMMAND_CLASS = gdb.COMMAND_DATA
 
     def arguments(self, parser):
-        parser.add_argument("va", type=parse_int, help="linear address or gdb expression")
+        parser.add_argument("va", type=address_arg, help="linear address or gdb expression")
         parser.add_argument("--access", choices=ACCESSES, help="check this access only")
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--user", action="store_true", help="check user-mode (CPL 3) accesses only")
         mode.add_argument("--supervisor", action="store_true", help="check supervisor-mode accesses only")
-        parser.add_argument("--pkru", type=parse_int, metavar="VALUE",
+        parser.add_argument("--pkru", type=number_type("a 32-bit PKRU", 0, 0xFFFFFFFF), metavar="VALUE",
                             help="PKRU to check protection keys against (QEMU does not expose it)")
         _common_arguments(parser)
 
@@ -157,11 +163,11 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
         who.add_argument("--user", action="store_true", help="only user-accessible ranges")
         who.add_argument("--kernel", action="store_true", help="only supervisor-only ranges")
         parser.add_argument("--wx", action="store_true", help="only writable and executable ranges")
-        parser.add_argument("--range", nargs=2, type=parse_int, metavar=("START", "END"),
+        parser.add_argument("--range", nargs=2, type=address_arg, metavar=("START", "END"),
                             help="only pages overlapping [START, END)")
-        parser.add_argument("--phys", type=parse_int, metavar="PA",
+        parser.add_argument("--phys", type=number_type("a physical address", 0, (1 << 52) - 1), metavar="PA",
                             help="every linear address that maps this physical address")
-        parser.add_argument("--limit", type=int, metavar="N", help="show at most N ranges")
+        parser.add_argument("--limit", type=count_arg, metavar="N", help="show at most N ranges")
         _common_arguments(parser)
 
     def run(self, args):
@@ -172,8 +178,6 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
             if not 0 <= lo < hi <= 1 << 64:
                 raise gdb.GdbError(f"ptdump: --range START END needs 0 <= START < END <= 2**64, "
                                    f"got {lo:#x} {hi:#x}")
-        if args.limit is not None and args.limit < 0:
-            raise gdb.GdbError(f"ptdump: --limit must be 0 or more, got {args.limit}")
         snap = _snapshot(args.fresh)
         notes: list[str] = []
         ctx = paging_context(snap, args.cr3, args.kpti, None, notes)

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Set
 import gdb
 
 from gdbext import target
-from gdbext.commands.base import GdbextCommand, parse_int, symbolize
+from gdbext.commands.base import GdbextCommand, address_arg, int_argument, symbolize
 from gdbext.model.snapshot import (
     MSR_CSTAR,
     MSR_EFER,
@@ -65,8 +65,8 @@ _MSR_NAME = {MSR_STAR: "STAR", MSR_LSTAR: "LSTAR", MSR_CSTAR: "CSTAR", MSR_SFMAS
 
 def _site_opsize(address: int) -> Optional[int]:
     try:
-        code = gdb.selected_inferior().read_memory(address, 16).tobytes()
-    except gdb.MemoryError:
+        code = gdb.selected_inferior().read_memory(address, min(16, (1 << 64) - address)).tobytes()
+    except (gdb.MemoryError, gdb.error, OverflowError, ValueError):
         return None
     return sysret_at(code)
 
@@ -100,7 +100,7 @@ JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
     COMMAND_CLASS = gdb.COMMAND_STATUS
 
     def arguments(self, parser):
-        parser.add_argument("address", nargs="?", type=parse_int)
+        parser.add_argument("address", nargs="?", type=address_arg)
         parser.add_argument("--opsize", type=int, choices=(32, 64), help="override the operand size")
 
     def run(self, args):
@@ -175,7 +175,46 @@ class Watch:
         return known
 
 
-WATCH = Watch()
+class _SessionWatch:
+    """`WATCH`: the watch of the current session.  Its breakpoints, counts and
+    MSRs belong to one connection (target.Session), and go with it."""
+
+    def __getattr__(self, name: str):
+        return getattr(_watch(), name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(_watch(), name, value)
+
+
+def _watch() -> Watch:
+    session = target.current()
+    # The MSRs the watch learns at wrmsr sites are the session's: $msr() in a
+    # breakpoint condition and sysret-check read them there too.
+    return session.of("sysret-watch", lambda: Watch(msrs=session.msrs))
+
+
+WATCH = _SessionWatch()
+
+
+# The watch of the last connection that ended, for `sysret-watch status`
+# after the guest exited: a record of what was, never used to check anything.
+_ENDED: List[Optional[Watch]] = [None]
+
+
+def _forget_watch(session: target.Session) -> None:
+    """The connection ended: the watch's breakpoints are at its kernel's sites."""
+    watch = session.state.get("sysret-watch")
+    if watch is None:
+        return
+    _ENDED[0] = watch
+    if not watch.armed:
+        return
+    for bp in watch.breakpoints:
+        if bp.is_valid():
+            bp.delete()
+    watch.breakpoints = []
+    watch.armed = False
+    gdb.write("gdbext: sysret-watch is off: the connection it watched ended\n")
 
 
 def _no_rdmsr(number: int) -> int:
@@ -382,7 +421,11 @@ def arm(warnings: bool, with_wrmsr: bool = True) -> str:
             thread.switch()
             s = target.snapshot()
             try:
-                WATCH.msrs[s.cpu] = target.read_msrs(s, list(WATCHED_MSRS))
+                # Arming asks for the MSRs: a halted vCPU is woken for them, and said so.
+                WATCH.msrs[s.cpu] = target.read_msrs(s, list(WATCHED_MSRS), wake=True)
+                if s.woke_ns is not None:
+                    notes.append(f"vCPU {s.cpu} was halted in HLT: its LAPIC timer fired {s.woke_ns / 1e6:.1f} ms "
+                                 "early to read its MSRs; that interrupt is pending")
             except (gdb.GdbError, SnapshotError) as exc:
                 notes.append(f"vCPU {s.cpu}: MSRs not read ({str(exc).removeprefix('gdbext: ')}); "
                              "they are learnt from the wrmsr sites")
@@ -455,9 +498,12 @@ JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
         if args.action == "off":
             disarm()
             return WATCH.status(), "sysret-watch: off"
-        st = WATCH.status()
-        real = [s for s in WATCH.sites if not s.shadowed]
-        text = (f"sysret-watch: {'armed' if st['armed'] else 'off'}; {len(real)} sysret site(s), "
+        watch, ended = _watch_for_status()
+        st = watch.status()
+        st["connection_ended"] = ended
+        real = [s for s in watch.sites if not s.shadowed]
+        text = ("sysret-watch: the connection ended; its last status: " if ended else "sysret-watch: ")
+        text += (f"{'armed' if st['armed'] else 'off'}; {len(real)} sysret site(s), "
                 f"{len(st['wrmsr_sites'])} wrmsr site(s); {st['checks']} sysret check(s), "
                 f"{st['wrmsr_checks']} wrmsr check(s), {st['findings']} finding(s); "
                 f"{st['reused_verdicts']} verdict(s) reused unchanged; mean check {st['mean_check_ms']} ms "
@@ -472,24 +518,60 @@ JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
         return st, text
 
 
+def _watch_for_status() -> "tuple[Watch, bool]":
+    """The current session's watch, or the ended one's when there is no target."""
+    try:
+        watch = _watch()
+        target.require_qemu()   # no watch can exist on another stub: say why in one line
+        return watch, False
+    except target.TargetError:
+        if target.peek() is not None:
+            raise
+        if _ENDED[0] is None:
+            return Watch(), False   # no target yet: a watch that was never on
+        return _ENDED[0], True
+
+
 class SysretOk(gdb.Function):
     """$sysret_ok([32|64]) - 1 if the sysret at RIP (or a sysretq now) would pass every error rule, else 0.
 
-Usable in breakpoint conditions (then it uses the MSRs sysret-watch knows,
-since no rdmsr can run while gdb evaluates a condition)."""
+The operand size is the sysret's at RIP, else 64; 32 or 64 overrides it.
+In a breakpoint condition no rdmsr can run (it would step the guest), so the
+MSRs are the ones this session already knows for that vCPU: read by `info
+msr` or `sysret-check` at an earlier stop, or kept current by `sysret-watch
+on` (which also follows every wrmsr).  If a rule needs an MSR not known yet,
+the condition fails with one line saying so: stop once and run `info msr`."""
 
     def __init__(self) -> None:
         super().__init__("sysret_ok")
 
-    def invoke(self, opsize=None):
+    def invoke(self, *args):
+        if len(args) > 1:
+            raise gdb.GdbError("$sysret_ok: takes at most one argument, the operand size 32 or 64")
+        size = None
+        if args:
+            size = int_argument("$sysret_ok", args[0])
+            if size not in (32, 64):
+                raise gdb.GdbError(f"$sysret_ok: the operand size is 32 or 64, not {size}")
         snap = target.snapshot()
-        size = int(opsize) if opsize is not None else (_site_opsize(snap.rip) or 64)
-        if WATCH.msrs.get(snap.cpu):
-            snap.msrs.update(WATCH.msrs[snap.cpu])
+        if size is None:
+            size = _site_opsize(snap.rip) or 64
+        if target.in_condition():
+            known = target.known_msrs(snap.cpu)
+            missing = [_MSR_NAME.get(n, f"{n:#x}") for n in WATCHED_MSRS if n not in known and n not in snap.msrs]
+            if missing:
+                raise gdb.GdbError(f"$sysret_ok: inside a condition it uses the MSRs already read, and "
+                                   f"{', '.join(missing)} of vCPU {snap.cpu} are not: stop once and run "
+                                   "`info msr` (or `sysret-watch on`), then continue")
+            for number, value in known.items():
+                snap.msrs.setdefault(number, value)
+        else:
+            _prefetch_msrs(snap)
         return int(rules.evaluate(snap, opsize=size).ok())
 
 
 def register() -> None:
+    target.on_drop(_forget_watch)
     SysretCheck()
     SysretWatch()
     SysretOk()

@@ -11,6 +11,7 @@ replays exactly the bytes and MSRs the original run read.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -294,8 +295,9 @@ def msr_number(name_or_number: str) -> Optional[int]:
         key = key[4:]
     if key in MSR_NAMES:
         return MSR_NAMES[key]
-    try:
-        value = int(text, 0)
-    except ValueError:
+    # Only what gdb reads too: decimal or 0x hex, ASCII digits (Python's
+    # 0o17, 1_000 and other scripts' digits are not numbers there).
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+|[1-9][0-9]*|0", text) is None:
         return None
+    value = int(text, 0)
     return value if 0 <= value <= 0xFFFFFFFF else None

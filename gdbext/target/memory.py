@@ -112,6 +112,28 @@ def _find_shared_ram() -> Optional[SharedRam]:
     return None
 
 
+def _differs_from_stub(shared: SharedRam) -> Optional[str]:
+    """Why the RAM file is not this guest's memory, or None when it is.
+
+    The path came from this QEMU's own object tree, but a file is only
+    trusted once it holds what the stub reads at the same addresses: the
+    page of the live page-table root (CR3) and the first and last pages of
+    each RAM window."""
+    pages = []
+    with contextlib.suppress(gdb.error, ValueError):
+        pages.append(int(gdb.parse_and_eval("$cr3")) & 0x000FFFFFFFFFF000)
+    for w in shared.windows:
+        pages += [w.start, max(w.start, w.end - 0x1000)]
+    with phys_mode():
+        for pa in pages:
+            mine = shared.read(pa, 256)
+            if mine is None:
+                continue
+            if _stub_read(pa, 256) != mine:
+                return f"the RAM file {shared.path} does not hold what the stub reads at {pa:#x}"
+    return None
+
+
 class PhysicalMemory:
     """Reads guest-physical memory the fastest way available."""
 
@@ -150,9 +172,13 @@ class PhysicalMemory:
     def _probe(self) -> None:
         if not self._probed:
             self._probed = True
+            self.rejected: Optional[str] = None
             if os.environ.get("GDBEXT_NO_SHARED_RAM") != "1":
                 with contextlib.suppress(TargetError, OSError, ValueError):
-                    self._shared = _find_shared_ram()
+                    shared = _find_shared_ram()
+                    if shared is not None:
+                        self.rejected = _differs_from_stub(shared)
+                        self._shared = None if self.rejected else shared
 
     @property
     def shared(self) -> bool:
@@ -162,7 +188,9 @@ class PhysicalMemory:
     @property
     def source(self) -> str:
         self._probe()
-        return f"shared RAM file {self._shared.path}" if self._shared else "gdb stub (PhyMemMode)"
+        if self._shared:
+            return f"shared RAM file {self._shared.path}"
+        return "gdb stub (PhyMemMode)" + (f"; {self.rejected}" if self.rejected else "")
 
     def read(self, pa: int, size: int) -> bytes:
         self._probe()
@@ -189,4 +217,13 @@ class PhysicalMemory:
         return [b for b in out]  # type: ignore[misc]
 
 
-PHYS = PhysicalMemory()
+class _SessionMemory:
+    """`PHYS`: the physical memory of the current session (gdbext.target.session)."""
+
+    def __getattr__(self, name: str):
+        from gdbext.target.session import current
+
+        return getattr(current().phys, name)
+
+
+PHYS = _SessionMemory()

@@ -24,11 +24,13 @@ class _Remote:
     restored exactly, gdb's own register and memory caches stay true.
     """
 
-    _layout: Dict[str, Tuple[int, int]] = {}
-
     def __init__(self, tid: int):
-        if not _Remote._layout:
-            _Remote._layout = _remote_register_layout()
+        from gdbext.target.session import current
+
+        session = current()
+        if not session.register_layout:
+            session.register_layout.update(_remote_register_layout())
+        self._layout = session.register_layout
         self.thread = f"p1.{tid:x}"
         # Make gdb's idea of the stub's current thread (Hg) ours, so that our
         # own Hg below changes nothing gdb relies on.
@@ -98,16 +100,33 @@ class _Rdmsr:
     not QEMU's TCG.
     """
 
-    def __init__(self, snap: Snapshot):
+    def __init__(self, snap: Snapshot, wake: bool = False):
         self.snap = snap
+        self.wake = wake
         self.wake_ns: Optional[int] = None
 
     def check(self) -> None:
+        from gdbext.target.remote import in_condition
+        from gdbext.target.session import current
+
         require_qemu()
-        if "disabled" not in hmp("info kvm"):
+        if in_condition():
+            raise TargetError("gdbext: rdmsr is not run inside a breakpoint condition or stop callback "
+                              "(it would step the guest); the values this session already knows are used")
+        session = current()
+        kvm = session.features.get("kvm")
+        if kvm is None:
+            kvm = session.features["kvm"] = "disabled" not in hmp("info kvm")
+        if kvm:
             raise TargetError("gdbext: QEMU runs this guest under KVM; rdmsr cannot be injected safely there (TCG only)")
         if self.snap.halted:
-            self.wake_ns = _halted_wake_ns(self.snap)
+            ns = _halted_wake_ns(self.snap)
+            if not self.wake:
+                raise TargetError(
+                    f"gdbext: vCPU {self.snap.cpu} is halted in HLT; reading this MSR runs rdmsr, which needs it "
+                    f"awake: `info msr --wake` fires its LAPIC timer early ({ns / 1e6:.1f} ms of guest time) and "
+                    "leaves that interrupt pending")
+            self.wake_ns = ns
         cs = self.snap.segments.get("cs")
         if not self.snap.cr0 & 1 or cs is None or cs.base != 0:
             # Real mode (or a CS with a base): RIP is not the linear address of

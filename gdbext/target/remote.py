@@ -32,43 +32,80 @@ def in_stop_callback() -> Iterator[None]:
         _in_stop_callback[0] -= 1
 
 
+def in_condition() -> bool:
+    """Inside a breakpoint condition (or a stop() callback): the guest is
+    stopped, but gdb marks the thread running, and it resumes the guest
+    itself afterwards; nothing may step the guest here."""
+    thread = gdb.selected_thread()
+    return bool(_in_stop_callback[0]) or (thread is not None and thread.is_running())
+
+
 def _connection():
+    from gdbext.target.session import current
+
     thread = gdb.selected_thread()
     if thread is None:
         raise TargetError("gdbext: no target; connect first with `target remote HOST:PORT` to QEMU's gdb stub")
     if thread.is_running() and not _in_stop_callback[0]:
-        raise TargetError("gdbext: the target is running; interrupt it first (Ctrl-C or `interrupt`)")
-    conn = gdb.selected_inferior().connection
-    if conn is None or not hasattr(conn, "send_packet"):
+        # Either really running, or gdb is evaluating a breakpoint condition
+        # (the thread is marked running while it does): only then are the
+        # registers readable.
+        try:
+            gdb.parse_and_eval("$pc")
+        except gdb.error:
+            raise TargetError("gdbext: the target is running; interrupt it first (Ctrl-C or `interrupt`)") from None
+    session = current()
+    conn = session.connection
+    if not hasattr(conn, "send_packet"):
         raise TargetError("gdbext: the target is not a remote gdb stub; gdbext needs QEMU's (`qemu -s` or `-gdb tcp::PORT`)")
     return conn
 
 
 def send_packet(packet: str) -> bytes:
-    reply = _connection().send_packet(packet)
+    from gdbext.target.session import connection_lost, lost
+
+    conn = _connection()
+    try:
+        reply = conn.send_packet(packet)
+    except gdb.error as exc:
+        if lost(exc) or not conn.is_valid():
+            raise connection_lost(exc) from None
+        raise TargetError(f"gdbext: the stub did not take `{packet[:24]}`: {exc}") from None
+    if reply is None:  # an empty reply: the stub does not know the packet
+        return b""
     if isinstance(reply, str):  # gdb < 13 returned str
         reply = reply.encode("latin-1")
     return reply
 
 
-_is_qemu: Optional[bool] = None
+def ping() -> None:
+    """One harmless packet every stub answers (qAttached), so that a command
+    never shows a cached answer for a stub that went away."""
+    send_packet("qAttached")
 
 
 def require_qemu() -> None:
     """QEMU answers `qqemu.sstepbits`; other stubs answer with an empty packet."""
-    global _is_qemu
-    if _is_qemu is None:
-        _is_qemu = send_packet("qqemu.sstepbits").startswith(b"ENABLE=")
-    if not _is_qemu:
-        raise TargetError("gdbext: this gdb stub is not QEMU's; gdbext needs QEMU (TCG) to read descriptor tables and MSRs")
+    from gdbext.target.session import current
+
+    session = current()
+    if session.is_qemu is None:
+        session.is_qemu = send_packet("qqemu.sstepbits").startswith(b"ENABLE=")
+    if not session.is_qemu:
+        raise TargetError("gdbext: this gdb stub is not QEMU's; gdbext needs QEMU (TCG) to read descriptor "
+                          "tables, hidden segment state and MSRs")
 
 
 def hmp(command: str) -> str:
     """A QEMU monitor command through the stub (`monitor ...`)."""
+    from gdbext.target.session import connection_lost, lost
+
     require_qemu()
     try:
         return gdb.execute(f"monitor {command}", to_string=True)
     except gdb.error as exc:
+        if lost(exc):
+            raise connection_lost(exc) from None
         raise TargetError(f"gdbext: QEMU monitor command `{command}` failed: {exc}") from None
 
 

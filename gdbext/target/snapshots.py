@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import gdb  # noqa: F401  (this module is the gdb boundary)
 
@@ -18,10 +18,13 @@ from gdbext.target.remote import (
     TargetError,
     _connection,
     hmp,
+    ping,
     read_gdb_registers,
     require_qemu,
     selected_cpu,
 )
+from gdbext.target.session import connect_events as session_events
+from gdbext.target.session import current, peek
 
 
 class _Injector:
@@ -30,49 +33,51 @@ class _Injector:
     def __init__(self) -> None:
         self.snap: Optional[Snapshot] = None
         self.injections = 0
+        self.wake = False   # may rdmsr wake a halted vCPU (`info msr --wake`)
 
     def __call__(self, number: int) -> int:
         return self.read_many([number])[number]
 
-    def read_many(self, numbers: List[int]) -> Dict[int, int]:
+    def read_many(self, numbers: List[int], wake: bool = False) -> Dict[int, int]:
         assert self.snap is not None
         todo = [n for n in numbers if n not in self.snap.msrs and n not in MSR_FROM_REGISTER]
         if todo:
             _suspend_invalidation[0] += 1
             try:
                 self.injections += 1
-                values = _Rdmsr(self.snap).read(todo)
+                values = _Rdmsr(self.snap, wake=wake or self.wake).read(todo)
             finally:
                 _suspend_invalidation[0] -= 1
                 forget_monitor(self.snap.cpu)   # HLT may have changed; the rest is as it was
             self.snap.msrs.update(values)
+            current().learn_msrs(self.snap.cpu, values)
         return {n: self.snap.msr(n) for n in numbers}
 
 
-_cache: Dict[Tuple[int, int], Snapshot] = {}
-
-
+# A reentrancy guard, not connection state: gdb's events during rdmsr
+# injection must not drop the snapshot being read.
 _suspend_invalidation = [0]
 
 
 def invalidate(*_args) -> None:
-    if not _suspend_invalidation[0]:
-        _cache.clear()
+    session = peek()
+    if session is not None and not _suspend_invalidation[0]:
+        session.snapshots.clear()
 
 
 # The last `info registers N` per vCPU, kept across stops for the watch
 # (`stop_snapshot`): segment caches and table registers change only when a
 # segment or table register is loaded.
-_monitor: Dict[Tuple[int, int], object] = {}
-
-
 def forget_monitor(cpu: Optional[int] = None) -> None:
     """Drop the kept monitor state of one vCPU (or all): the next snapshot reads it again."""
+    session = peek()
+    if session is None:
+        return
     if cpu is None:
-        _monitor.clear()
+        session.monitor.clear()
     else:
-        for key in [k for k in _monitor if k[1] == cpu]:
-            del _monitor[key]
+        for key in [k for k in session.monitor if k[1] == cpu]:
+            del session.monitor[key]
 
 
 def _forget_all_monitor(*_args) -> None:
@@ -86,7 +91,8 @@ def monitor_state(cpu: int, regs: Optional[Dict[str, int]] = None):
     from gdbext.x86 import DecodeError
 
     key = (gdb.selected_inferior().num, cpu)
-    h = _monitor.get(key) if regs is not None else None
+    kept = current().monitor
+    h = kept.get(key) if regs is not None else None
     if h is not None and (h.segments["cs"].selector == regs["cs"] and  # type: ignore[attr-defined,index]
                           h.segments["ss"].selector == regs["ss"]):    # type: ignore[attr-defined,index]
         return h
@@ -94,7 +100,7 @@ def monitor_state(cpu: int, regs: Optional[Dict[str, int]] = None):
         h = parse_info_registers(hmp(f"info registers {cpu}"))
     except DecodeError as exc:
         raise TargetError(f"gdbext: cannot read QEMU's `info registers {cpu}`: {exc}") from None
-    _monitor[key] = h
+    kept[key] = h
     return h
 
 
@@ -102,10 +108,12 @@ def snapshot() -> Snapshot:
     """The selected vCPU, read once per stop."""
     _connection()
     require_qemu()
+    session = current()
     thread = gdb.selected_thread()
     key = (gdb.selected_inferior().num, thread.ptid[1])
-    snap = _cache.get(key)
+    snap = session.snapshots.get(key)
     if snap is not None:
+        ping()   # a cached answer only from a stub that still answers
         return snap
     cpu = selected_cpu()
     h = monitor_state(cpu)
@@ -113,7 +121,7 @@ def snapshot() -> Snapshot:
     injector = _Injector()
     injector.snap = snap
     snap.msr_reader = injector
-    _cache[key] = snap
+    session.snapshots[key] = snap
     return snap
 
 
@@ -172,15 +180,23 @@ def _fix_truncated_bases(snap: Snapshot) -> None:
             snap.tr = type(tr)(tr.selector, entry.base, tr.limit, tr.attrs)
 
 
-def read_msrs(snap: Snapshot, numbers: List[int]) -> Dict[int, int]:
-    """Several MSRs with one injection session (one CPL switch, one set of restores)."""
+def read_msrs(snap: Snapshot, numbers: List[int], wake: bool = False) -> Dict[int, int]:
+    """Several MSRs with one injection session (one CPL switch, one set of restores).
+    wake: a halted vCPU may be woken for it (else TargetError says how)."""
     reader = snap.msr_reader
     if isinstance(reader, _Injector):
-        return reader.read_many(numbers)
+        return reader.read_many(numbers, wake=wake)
     return {n: snap.msr(n) for n in numbers}
 
 
+def known_msrs(cpu: int) -> Dict[int, int]:
+    """MSR values this session read or saw written on `cpu`, at this stop or an earlier one."""
+    session = peek()
+    return dict(session.msrs.get(cpu, {})) if session is not None else {}
+
+
 def connect_events() -> None:
+    session_events()
     for event in (gdb.events.cont, gdb.events.stop, gdb.events.exited,
                   gdb.events.memory_changed, gdb.events.register_changed,
                   gdb.events.inferior_call, gdb.events.new_objfile):

@@ -5,9 +5,11 @@ from typing import Dict, Optional
 
 from tabulate import tabulate
 
+from gdbext.model.qemu import tcg_implements_rdmsr
 from gdbext.model.snapshot import (
     MSR_CSTAR,
     MSR_EFER,
+    MSR_FROM_REGISTER,
     MSR_FS_BASE,
     MSR_GS_BASE,
     MSR_KERNEL_GS_BASE,
@@ -51,6 +53,10 @@ def msr_report(snap: Snapshot, only: Optional[Dict[str, int]] = None,
             continue
         decoded[name] = _decode_msr(snap, name, number, msrs[name], symbolize)
     notes = []
+    for name, number in wanted:
+        if msrs.get(name) is not None and number not in MSR_FROM_REGISTER and not tcg_implements_rdmsr(number):
+            notes.append(f"{name}: QEMU's TCG does not implement MSR {number:#x} and reads it as 0 where a CPU "
+                         "raises #GP(0); the value may mean 'no such MSR'")
     if snap.woke_ns is not None:
         notes.append(f"vCPU {snap.cpu} was halted in HLT: guest time ran {snap.woke_ns / 1e6:.1f} ms to its LAPIC timer "
                      "interrupt, which woke it to run rdmsr; that interrupt is pending and is taken when the "

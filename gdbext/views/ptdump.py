@@ -211,10 +211,12 @@ def dump_text(v: DumpView) -> str:
         pk = any(r.pkey is not None for r in v.ranges)
         lines.append(_HEADER + ("  pkey" if pk else ""))
         lines += [_range_row(r, n, stride) for r, n, stride in fold_repeats(v.ranges)]
-    elif not v.problems:
+    elif not v.problems and not v.total:
         lines.append("no mappings")
     if len(v.ranges) < v.total:
-        lines.append(f"... {v.total - len(v.ranges)} more (raise --limit)")
+        hidden = v.total - len(v.ranges)
+        lines.append(f"... {hidden} more (raise --limit)" if v.ranges else
+                     f"{hidden} range(s), none shown (raise --limit)")
     lines += [f"note: {n}" for n in v.notes]
     lines += [f"warning: {text} (VA {hx(va)})" for va, text in v.problems[:MAX_WARNINGS]]
     if len(v.problems) > MAX_WARNINGS:

@@ -207,7 +207,8 @@ def test_bad_arguments_give_one_line_errors(kernel_session):
         gdb.connect(qemu.gdb_port)
         run_to(gdb, "enter_user")
         for command, words in (("info msr NOPE", "unknown MSR"),
-                               ("info gdt 0x12345", "past the GDT limit"),
+                               ("info gdt 0x1238", "past the GDT limit"),
+                               ("info gdt 0x12345", "outside 0x0..0xffff (a selector)"),
                                ("info idt 300", "outside 0..255")):
             assert words in refused(gdb, command)
 

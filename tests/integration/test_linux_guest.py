@@ -595,7 +595,12 @@ def test_idle_guest_halted_in_kernel(guest):
         lapic = g.command("monitor info lapic 0")
         timer_vector = int(re.search(r"^LVTT\s+0x([0-9a-f]{8})", lapic, re.M).group(1), 16) & 0xFF
         before = _machine_state(g, m.gdt_base, m.gdt_limit)
-        msr = g.json("info msr")
+        # Without --wake, looking changes nothing: the rdmsr-only MSRs say what --wake would do.
+        asleep = g.json("info msr")
+        assert asleep["msrs"]["EFER"] == m.efer and asleep["msrs"]["STAR"] is None
+        assert "--wake" in asleep["errors"]["STAR"], asleep["errors"]
+        assert _machine_state(g, m.gdt_base, m.gdt_limit) == before
+        msr = g.json("info msr --wake")
         assert msr["msrs"]["EFER"] == m.efer
         assert msr["msrs"]["STAR"] >> 32 == (USER32_CS << 16) | KERNEL_CS, msr["errors"]
         assert msr["msrs"]["LSTAR"] == b.ksyms["entry_SYSCALL_64"]
