@@ -47,14 +47,15 @@ class Stop:
 class GdbDriver:
     """One gdb process.  Always `close()` it (or use it as a context manager)."""
 
-    def __init__(self, elf: Optional[Path] = None, gdb: str = "gdb", timeout: float = 30.0,
+    def __init__(self, elf: Optional[Path] = None, gdb: Optional[str] = None, timeout: float = 30.0,
                  target_exit: Optional[Callable[[], Optional[str]]] = None):
         """target_exit: says why the target is gone (e.g. `Qemu.exit_summary`),
         or None while it runs; a failed command then raises that, not gdb's
         "The program is not being run" or "no target"."""
         from pygdbmi.gdbcontroller import GdbController
 
-        argv = [gdb, "--nx", "--quiet", "--interpreter=mi3"]
+        # $GDBEXT_GDB picks another gdb for every driver (the tests, triage).
+        argv = [gdb or os.environ.get("GDBEXT_GDB", "gdb"), "--nx", "--quiet", "--interpreter=mi3"]
         if elf is not None:
             argv.append(str(elf))
         self._gdb = GdbController(command=argv, time_to_check_for_additional_output_sec=0.05)
