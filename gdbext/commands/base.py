@@ -13,6 +13,7 @@ from gdbext.model.snapshot import SnapshotError
 from gdbext.model.symbols import SymbolError, SymbolTable
 from gdbext.views.common import ReportError, to_json
 from gdbext.x86 import DecodeError
+from gdbext.x86.bits import MASK64
 
 _symbols: List[Optional[SymbolTable]] = [None]
 
@@ -44,7 +45,6 @@ class _HelpShown(Exception):
     pass
 
 
-MASK64 = (1 << 64) - 1
 _INTEGER_TYPES = (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_PTR, gdb.TYPE_CODE_ENUM, gdb.TYPE_CODE_BOOL, gdb.TYPE_CODE_CHAR,
                   gdb.TYPE_CODE_FLAGS)  # $cr3, $efer, $eflags: flag types over an integer
 

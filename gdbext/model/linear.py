@@ -9,6 +9,7 @@ from __future__ import annotations
 import weakref
 
 from gdbext.model.snapshot import PAGE, Snapshot, SnapshotError
+from gdbext.x86.bits import MASK64
 from gdbext.x86.paging import PagingContext, Walk, walk
 
 # Snapshot is a mutable dataclass, hence unhashable: memoise by id() and drop
@@ -36,7 +37,7 @@ def _context(snap: Snapshot, memo: dict) -> PagingContext:
 
 def translate(snap: Snapshot, va: int) -> Walk:
     """The walk of `va` with the snapshot's CR3, memoised per 4 KiB page."""
-    va &= (1 << 64) - 1
+    va &= MASK64
     memo = _memo(snap)
     ctx = _context(snap, memo)
     key = (ctx, va & ~(PAGE - 1))
@@ -64,6 +65,6 @@ def read_linear(snap: Snapshot, va: int, size: int) -> bytes:
             raise SnapshotError(f"linear {w.va:#x} is not mapped: {w.problem}")
         n = min(size, PAGE - (va & (PAGE - 1)))
         out += snap.read_phys(w.pa, n)
-        va = (va + n) & ((1 << 64) - 1)
+        va = (va + n) & MASK64
         size -= n
     return bytes(out)

@@ -12,6 +12,7 @@ from gdbext.model.snapshot import (
     SEGMENT_NAMES,
 )
 from gdbext.rules.memo import LazyRegisters
+from gdbext.x86.bits import MASK64
 
 
 class TargetError(gdb.GdbError):
@@ -125,7 +126,7 @@ def _gdb_register(name: str) -> Optional[int]:
         # `$name`, not newest_frame().read_register(): a frame object needs
         # the frame's id, and computing it unwinds the stack, which costs
         # four memory packets at every breakpoint stop.
-        return int(gdb.parse_and_eval("$" + name)) & 0xFFFFFFFFFFFFFFFF
+        return int(gdb.parse_and_eval("$" + name)) & MASK64
     except (ValueError, gdb.error):
         return None
 
@@ -146,5 +147,5 @@ def read_gdb_registers() -> Dict[str, int]:
             value = frame.read_register(name)
         except (ValueError, gdb.error):
             continue
-        regs[name] = int(value) & 0xFFFFFFFFFFFFFFFF
+        regs[name] = int(value) & MASK64
     return regs

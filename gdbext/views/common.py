@@ -12,6 +12,7 @@ from gdbext.model.snapshot import (
 from gdbext.x86 import DecodeError
 from gdbext.x86.bits import (
     EFER_LMA,
+    MASK64,
     is_canonical,
 )
 from gdbext.x86.bits import va_bits as cr4_va_bits
@@ -49,7 +50,7 @@ def stack_state(snap: Snapshot, sp: int) -> dict:
         return out
     try:
         ctx = PagingContext.from_snapshot(snap)
-        walk = translate(snap, (sp - 8) & 0xFFFFFFFFFFFFFFFF)
+        walk = translate(snap, (sp - 8) & MASK64)
     except (SnapshotError, DecodeError) as exc:
         out["problem"] = str(exc)
         return out

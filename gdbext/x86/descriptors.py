@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gdbext.x86.bits import MASK64
+
 from . import DecodeError
 
 ENTRY_SIZE = 8
@@ -196,7 +198,7 @@ def _wide(low: int, long_mode: bool) -> bool:
 def _build(raw: int, size: int, index: int, selector: int, long_mode: bool,
            truncated: bool = False, null: bool = False) -> Descriptor:
     """Decode `raw` (size bytes, little-endian) into a Descriptor."""
-    low = raw & 0xFFFFFFFFFFFFFFFF
+    low = raw & MASK64
     type_ = (low >> 40) & 0xF           # bits 43:40
     s = bool(low >> 44 & 1)             # bit 44: 1 = code/data, 0 = system
     dpl = (low >> 45) & 3               # bits 46:45
