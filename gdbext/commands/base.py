@@ -11,6 +11,7 @@ import gdb
 
 from gdbext.model.snapshot import SnapshotError
 from gdbext.model.symbols import SymbolError, SymbolTable
+from gdbext.target.remote import execute_text
 from gdbext.views.common import ReportError, to_json
 from gdbext.x86 import DecodeError
 from gdbext.x86.bits import MASK64
@@ -21,7 +22,7 @@ _symbols: List[Optional[SymbolTable]] = [None]
 def symbolize(address: int) -> Optional[str]:
     """gdb's own symbols first, then an ELF loaded with gdbext-symbols."""
     try:
-        text = gdb.execute(f"info symbol {address:#x}", to_string=True).strip()
+        text = execute_text(f"info symbol {address:#x}").strip()
     except gdb.error:
         text = ""
     if text and not text.startswith("No symbol"):
@@ -167,7 +168,7 @@ def capture_to_file(command: str, path: str) -> None:
     result record and be credited to the next command; a file cannot.
     """
     try:
-        doc = {"output": gdb.execute(command, to_string=True)}
+        doc = {"output": execute_text(command)}
     except Exception as exc:  # noqa: BLE001 - the caller records the error
         doc = {"error": str(exc)}
     Path(path).write_text(json.dumps(doc))

@@ -119,6 +119,26 @@ class HmpRegisters:
         return not self.wide and bool(self.efer & EFER_LMA)
 
 
+_MI_STREAM = re.compile(r'^[@~&]"(.*)"$')
+_MI_ESCAPE = re.compile(r'\\([\\"abfnrtv]|[0-7]{1,3})')
+_MI_CHARS = {"\\": "\\", '"': '"', "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+             "v": "\v"}
+
+
+def captured_text(captured: str) -> str:
+    """What a gdb command printed, as text.
+
+    gdb 18 under MI hands a command's output (`monitor ...`, `info symbol`)
+    to `gdb.execute(..., to_string=True)` as MI stream records (`@"CPU#0\\r\\n"` a line), where
+    gdb 13 and 16 give the text itself.  Either way: the text, CR-LF as LF."""
+    lines = captured.splitlines()
+    if lines and all(_MI_STREAM.match(line) for line in lines if line):
+        captured = "".join(_MI_ESCAPE.sub(
+            lambda m: _MI_CHARS.get(m.group(1)) or chr(int(m.group(1), 8)), _MI_STREAM.match(line).group(1))
+            for line in lines if line)
+    return captured.replace("\r\n", "\n")
+
+
 def parse_info_registers(text: str) -> HmpRegisters:
     """Parse the block of one vCPU.  DecodeError (one line) on text that is not one.
 

@@ -10,7 +10,13 @@ from gdbext.model.snapshot import (
     MSR_STAR,
     Snapshot,
 )
-from gdbext.target.remote import TargetError, hmp, require_qemu, send_packet
+from gdbext.target.remote import (
+    TargetError,
+    execute_text,
+    hmp,
+    require_qemu,
+    send_packet,
+)
 
 RDMSR = b"\x0f\x32"
 
@@ -72,7 +78,7 @@ class _Remote:
 
 def _remote_register_layout() -> Dict[str, Tuple[int, int]]:
     """gdb's map of register names to the stub's numbers and sizes."""
-    text = gdb.execute("maint print remote-registers", to_string=True)
+    text = execute_text("maint print remote-registers")
     layout = {}
     for line in text.splitlines()[1:]:
         parts = line.split()

@@ -6,6 +6,7 @@ from typing import Dict, Iterator, Optional
 
 import gdb  # noqa: F401  (this module is the gdb boundary)
 
+from gdbext.model.qemu_text import captured_text
 from gdbext.model.snapshot import (
     CONTROL_REGS,
     GENERAL_REGS,
@@ -97,13 +98,18 @@ def require_qemu() -> None:
                           "tables, hidden segment state and MSRs")
 
 
+def execute_text(command: str) -> str:
+    """What a gdb command prints, as text, under the CLI and MI alike."""
+    return captured_text(gdb.execute(command, to_string=True))
+
+
 def hmp(command: str) -> str:
     """A QEMU monitor command through the stub (`monitor ...`)."""
     from gdbext.target.session import connection_lost, lost
 
     require_qemu()
     try:
-        return gdb.execute(f"monitor {command}", to_string=True)
+        return execute_text(f"monitor {command}")
     except gdb.error as exc:
         if lost(exc):
             raise connection_lost(exc) from None

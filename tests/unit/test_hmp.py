@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gdbext.model.qemu_text import (
     HmpRegisters,
+    captured_text,
     parse_all_info_registers,
     parse_info_lapic,
     parse_info_registers,
@@ -231,3 +232,15 @@ def test_lapic_garbage_is_one_decode_error():
     for text in ("", "CPU#0\nRAX=0", LAPIC_LINUX.replace("Timer", "Tinmer")):
         with pytest.raises(DecodeError):
             parse_info_lapic(text)
+
+
+def test_captured_text_decodes_gdb_18s_mi_stream_records():
+    # gdb 18.1 under MI: `gdb.execute("monitor info registers 0", to_string=True)`
+    # returns MI target-stream records instead of the text (captured live).
+    captured = ('@"\\r\\n"\n@"CPU#0\\r\\n"\n@"EAX=00000000 EBX=00000000 ECX=00000000 EDX=00060fb1\\r\\n"\n'
+                '@"quote \\" backslash \\\\ tab\\t octal \\101\\r\\n"\n')
+    assert captured_text(captured) == ("\nCPU#0\nEAX=00000000 EBX=00000000 ECX=00000000 EDX=00060fb1\n"
+                                      'quote " backslash \\ tab\t octal A\n')
+    plain = "CPU#0\r\nEAX=00000000\r\n"
+    assert captured_text(plain) == "CPU#0\nEAX=00000000\n"
+    assert captured_text("") == ""
