@@ -157,7 +157,7 @@ class GdbextCommand(gdb.Command):
                                f"{type(exc).__name__}: {exc}") from None
         gdb.write((to_json(report) if args.json else text) + "\n")
 
-    def run(self, args):  # -> (report dict, text)
+    def run(self, args):  # -> (report, text): the report is a dataclass of gdbext.views, serialized by to_json
         raise NotImplementedError
 
 

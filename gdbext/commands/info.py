@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import gdb
 
@@ -133,9 +134,8 @@ JSON: {"base", "limit", "entries": [{"index", "selector", "kind", "base",
                 target.read_msrs(snap, [MSR_NAMES["STAR"]])
             except gdb.GdbError as exc:
                 notes.append(f"STAR's roles are not shown: {str(exc).removeprefix('gdbext: ')}")
-        r = gdt_report(snap, args.selector, with_star=not args.no_star)
-        r["notes"] = notes
-        return r, "\n".join([gdt_text(r)] + [f"note: {n}" for n in notes])
+        r = gdt_report(snap, args.selector, with_star=not args.no_star, notes=notes)
+        return r, gdt_text(r)
 
 
 class InfoTss(GdbextCommand):
@@ -177,6 +177,15 @@ JSON: {"base", "limit", "gates": [{"vector", "name", "kind", "selector", "handle
         return r, idt_text(r)
 
 
+@dataclass(frozen=True)
+class SymbolsReport:
+    """`gdbext-symbols --json`."""
+
+    file: str
+    offset: int
+    symbols: int
+
+
 class Symbols(GdbextCommand):
     """Load symbols from an ELF file for gdbext's lookups (handler and LSTAR names).
 
@@ -195,7 +204,7 @@ relocated (KASLR).  gdb's own symbols are always asked first."""
     def run(self, args):
         table = SymbolTable.from_elf(args.file, args.offset)
         _symbols[0] = table
-        r = {"file": args.file, "offset": args.offset, "symbols": len(table)}
+        r = SymbolsReport(file=args.file, offset=args.offset, symbols=len(table))
         return r, f"gdbext: {len(table)} symbols from {args.file} (offset {args.offset:#x})"
 
 

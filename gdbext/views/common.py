@@ -1,8 +1,21 @@
-"""What every view shares: the report error, JSON, hex and warning text."""
+"""What every view shares: the report error, JSON, hex and warning text.
+
+Every report is a dataclass, frozen where it can be, whose fields are the
+JSON document's keys in order; `to_json` makes the document with
+`dataclasses.asdict` (`report_dict`), so no field is ever copied by hand.
+Two conventions keep the JSON as it was when reports were dicts:
+
+- a field named after a Python keyword ends in "_" (`if_`, `global_`); its
+  key does not;
+- a field whose key appears only sometimes (a leaf's "page_size", ptdump's
+  "phys") defaults to ABSENT and is left out of the JSON while it is.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Callable, List, Optional
+import keyword
+from typing import Any, Callable, List, Optional
 
 from gdbext.model.linear import translate
 from gdbext.model.snapshot import (
@@ -25,6 +38,49 @@ class ReportError(Exception):
     """The report cannot be made; the message is one line for the user."""
 
 
+class _Absent:
+    """The value of a field that is not in the JSON document (see the module's
+    docstring).  There is one, ABSENT; copies are itself, so `is ABSENT` holds
+    after dataclasses.asdict, which deep-copies every leaf value."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __copy__(self) -> _Absent:
+        return self
+
+    def __deepcopy__(self, memo) -> _Absent:
+        return self
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = _Absent()
+
+
+def _json_key(name: str) -> str:
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
+def _json_fields(pairs) -> dict:
+    return {_json_key(name): value for name, value in pairs if value is not ABSENT}
+
+
+def report_dict(report: Any) -> Any:
+    """A report as dataclasses.asdict makes it, with the conventions above:
+    dicts for the dataclasses, tuples left tuples (JSON arrays in `to_json`).
+
+    A report that is not a dataclass (sysret-check's document, made by
+    gdbext.rules.sysret) is returned as it is."""
+    if dataclasses.is_dataclass(report) and not isinstance(report, type):
+        return dataclasses.asdict(report, dict_factory=_json_fields)
+    return report
+
+
 def _no_symbols(_addr: int) -> Optional[str]:
     return None
 
@@ -37,37 +93,43 @@ def va_bits(snap: Snapshot) -> int:
     return cr4_va_bits(snap.cr4)
 
 
-def stack_state(snap: Snapshot, sp: int) -> dict:
+@dataclasses.dataclass(frozen=True)
+class StackState:
+    """Whether a stack pointer can take a push from the kernel now.
+
+    "user" (the page's U/S) is in the JSON only once the page was found mapped."""
+
+    value: int
+    canonical: bool
+    mapped: bool = False
+    supervisor_writable: bool = False
+    problem: str | None = None
+    user: bool | _Absent = ABSENT
+
+
+def stack_state(snap: Snapshot, sp: int) -> StackState:
     """Whether a stack pointer can take a push from the kernel now: the page
     holding sp-8 is present and supervisor-writable (SDM 4.6)."""
     canonical = is_canonical(sp, va_bits(snap))
-    out = {"value": sp, "canonical": canonical, "mapped": False, "supervisor_writable": False, "problem": None}
     if not canonical:
-        out["problem"] = "non-canonical"
-        return out
+        return StackState(sp, canonical, problem="non-canonical")
     if sp == 0:
-        out["problem"] = "zero"
-        return out
+        return StackState(sp, canonical, problem="zero")
     try:
         ctx = PagingContext.from_snapshot(snap)
         walk = translate(snap, (sp - 8) & MASK64)
     except (SnapshotError, DecodeError) as exc:
-        out["problem"] = str(exc)
-        return out
-    out["mapped"] = walk.pa is not None
+        return StackState(sp, canonical, problem=str(exc))
     if walk.pa is None:
-        out["problem"] = walk.problem or "not mapped"
-        return out
+        return StackState(sp, canonical, problem=walk.problem or "not mapped")
     access = check_access(walk, ctx, "write", user=False)
-    out["supervisor_writable"] = not access.faults
-    if access.faults:
-        out["problem"] = access.reason
-    out["user"] = walk.user
-    return out
+    return StackState(sp, canonical, mapped=True, supervisor_writable=not access.faults,
+                      problem=access.reason if access.faults else None, user=walk.user)
 
 
-def to_json(report: dict) -> str:
-    return json.dumps(report, indent=1, sort_keys=False)
+def to_json(report: Any) -> str:
+    """The --json text of a report: `report_dict` as JSON, in field order."""
+    return json.dumps(report_dict(report), indent=1, sort_keys=False)
 
 
 def hx(value: Optional[int], width: int = 0) -> str:

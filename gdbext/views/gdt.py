@@ -1,6 +1,8 @@
 """`info gdt`: every descriptor decoded, the live selectors and STAR's roles marked."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from tabulate import tabulate
@@ -31,6 +33,46 @@ def _descriptor_summary(d: Descriptor) -> str:
     return " ".join(bits)
 
 
+@dataclass(frozen=True)
+class GdtEntry:
+    """One descriptor as `info gdt` shows it; used_by: the live registers and
+    STAR roles that select it."""
+
+    index: int
+    selector: int
+    size: int
+    raw: int
+    kind: str
+    type: int
+    type_words: str
+    base: int
+    limit: int
+    dpl: int
+    present: bool
+    long: bool
+    db: bool
+    granularity: bool
+    avl: bool
+    system: bool
+    used_by: tuple[str, ...]
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class GdtReport:
+    """`info gdt`.  star: STAR's value, None where it was not read; notes:
+    why something is not shown (STAR unreadable)."""
+
+    cpu: int
+    base: int
+    limit: int
+    long_mode: bool
+    entries: tuple[GdtEntry, ...]
+    warnings: tuple[str, ...]
+    star: int | None
+    notes: tuple[str, ...] = ()
+
+
 def _gdt_bytes(snap: Snapshot) -> Optional[bytes]:
     try:
         return read_linear(snap, snap.gdtr.base, snap.gdtr.limit + 1)
@@ -45,7 +87,8 @@ def _star_or_none(snap: Snapshot):
         return None
 
 
-def gdt_report(snap: Snapshot, selector: Optional[int] = None, *, with_star: bool = True) -> dict:
+def gdt_report(snap: Snapshot, selector: Optional[int] = None, *, with_star: bool = True,
+               notes: Sequence[str] = ()) -> GdtReport:
     if not snap.cr0 & 1:
         raise ReportError("info gdt: the vCPU is in real mode; segment registers do not use the GDT "
                           f"(GDTR base={snap.gdtr.base:#x} limit={snap.gdtr.limit:#x})")
@@ -83,24 +126,25 @@ def gdt_report(snap: Snapshot, selector: Optional[int] = None, *, with_star: boo
             if (sel >> 3) * 8 + 7 > snap.gdtr.limit:
                 warnings.append(f"STAR's {role} {sel:#06x} points past the GDT limit {snap.gdtr.limit:#x}")
 
-    rows = [_entry_json(d, marks.get(d.index, [])) for d in entries]
+    rows = [_entry(d, marks.get(d.index, [])) for d in entries]
     if selector is not None:
-        rows = [r for r in rows if r["index"] == selector >> 3]
+        rows = [r for r in rows if r.index == selector >> 3]
         if not rows:
             raise ReportError(f"info gdt: selector {selector:#x} (index {selector >> 3}) is past the GDT limit {snap.gdtr.limit:#x}")
-    return {"cpu": snap.cpu, "base": snap.gdtr.base, "limit": snap.gdtr.limit, "long_mode": lm,
-            "entries": rows, "warnings": warnings, "star": star.raw if star else None}
+    return GdtReport(cpu=snap.cpu, base=snap.gdtr.base, limit=snap.gdtr.limit, long_mode=lm,
+                     entries=tuple(rows), warnings=tuple(warnings), star=star.raw if star else None,
+                     notes=tuple(notes))
 
 
-def _entry_json(d: Descriptor, marks: List[str]) -> dict:
-    return {
-        "index": d.index, "selector": d.selector, "size": d.size, "raw": d.raw,
-        "kind": d.kind, "type": d.type, "type_words": d.type_words,
-        "base": d.base, "limit": d.limit, "dpl": d.dpl, "present": d.present,
-        "long": d.long, "db": d.db, "granularity": d.granularity, "avl": d.avl,
-        "system": d.is_system, "used_by": marks,
-        "truncated": d.truncated,
-    }
+def _entry(d: Descriptor, marks: List[str]) -> GdtEntry:
+    return GdtEntry(
+        index=d.index, selector=d.selector, size=d.size, raw=d.raw,
+        kind=d.kind, type=d.type, type_words=d.type_words,
+        base=d.base, limit=d.limit, dpl=d.dpl, present=d.present,
+        long=d.long, db=d.db, granularity=d.granularity, avl=d.avl,
+        system=d.is_system, used_by=tuple(marks),
+        truncated=d.truncated,
+    )
 
 
 _ACCESSED = 1 << 8
@@ -141,27 +185,28 @@ def _attr_diff(diff: int) -> str:
     return ", ".join(names) or f"{diff:#x}"
 
 
-def gdt_text(r: dict) -> str:
+def gdt_text(r: GdtReport) -> str:
+    """The table, its warnings and its notes."""
     rows = []
-    for e in r["entries"]:
-        if e["kind"] == "null" and not e["used_by"]:
-            rows.append((e["index"], hx(e["selector"], 4), "null", "", "", "", "", "", ""))
+    for e in r.entries:
+        if e.kind == "null" and not e.used_by:
+            rows.append((e.index, hx(e.selector, 4), "null", "", "", "", "", "", ""))
             continue
         flags = []
-        if e["long"]:
+        if e.long:
             flags.append("L")
-        if e["db"]:
+        if e.db:
             flags.append("D/B")
-        if e["granularity"]:
+        if e.granularity:
             flags.append("G")
-        if e["avl"]:
+        if e.avl:
             flags.append("AVL")
         rows.append((
-            e["index"], hx(e["selector"], 4), e["kind"] + (" (16B)" if e["size"] == 16 else ""),
-            hx(e["base"]), hx(e["limit"]), e["dpl"], "P" if e["present"] else "not present",
-            " ".join(flags) + ("  " if flags else "") + e["type_words"], ", ".join(e["used_by"]),
+            e.index, hx(e.selector, 4), e.kind + (" (16B)" if e.size == 16 else ""),
+            hx(e.base), hx(e.limit), e.dpl, "P" if e.present else "not present",
+            " ".join(flags) + ("  " if flags else "") + e.type_words, ", ".join(e.used_by),
         ))
-    head = f"GDT base={hx(r['base'])} limit={hx(r['limit'])}"
+    head = f"GDT base={hx(r.base)} limit={hx(r.limit)}"
     table = tabulate(rows, headers=("#", "sel", "kind", "base", "limit", "DPL", "P", "flags / type", "used by"),
                      tablefmt="simple")
-    return "\n".join([head, table] + _warnings(r["warnings"]))
+    return "\n".join([head, table] + _warnings(list(r.warnings)) + [f"note: {n}" for n in r.notes])

@@ -1,6 +1,7 @@
 """`info idt`: every gate decoded, with its handler checked."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional
 
 from tabulate import tabulate
@@ -29,8 +30,35 @@ from gdbext.x86.idt import decode_idt
 from gdbext.x86.paging import PagingContext, check_access
 
 
+@dataclass(frozen=True)
+class IdtGate:
+    """One gate as `info idt` shows it; symbol and problems only for a present gate."""
+
+    vector: int
+    name: str
+    kind: str
+    selector: int
+    handler: int
+    symbol: str | None
+    ist: int
+    dpl: int
+    present: bool
+    raw: int
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IdtReport:
+    cpu: int
+    base: int
+    limit: int
+    long_mode: bool
+    gates: tuple[IdtGate, ...]
+    warnings: tuple[str, ...]
+
+
 def idt_report(snap: Snapshot, vector: Optional[int] = None, symbolize: Symbolizer = _no_symbols,
-               *, present_only: bool = False) -> dict:
+               *, present_only: bool = False) -> IdtReport:
     if not snap.cr0 & 1:
         raise ReportError(f"info idt: the vCPU is in real mode; IDTR is an interrupt vector table at {snap.idtr.base:#x}")
     lm = long_mode(snap)
@@ -57,17 +85,15 @@ def idt_report(snap: Snapshot, vector: Optional[int] = None, symbolize: Symboliz
             continue
         if present_only and not g.present:
             continue
-        row = {"vector": g.vector, "name": g.name, "kind": g.kind, "selector": g.selector,
-               "handler": g.offset, "symbol": symbolize(g.offset) if g.present else None,
-               "ist": g.ist, "dpl": g.dpl, "present": g.present, "raw": g.raw, "problems": []}
-        if g.present:
-            row["problems"] = _gate_problems(snap, ctx, gdt, g, lm)
-            warnings += [f"vector {g.vector} ({g.name or 'interrupt'}): {p}" for p in row["problems"]]
-        rows.append(row)
+        problems = _gate_problems(snap, ctx, gdt, g, lm) if g.present else []
+        warnings += [f"vector {g.vector} ({g.name or 'interrupt'}): {p}" for p in problems]
+        rows.append(IdtGate(vector=g.vector, name=g.name, kind=g.kind, selector=g.selector,
+                            handler=g.offset, symbol=symbolize(g.offset) if g.present else None,
+                            ist=g.ist, dpl=g.dpl, present=g.present, raw=g.raw, problems=tuple(problems)))
     if vector is not None and not rows:
         raise ReportError(f"info idt: vector {vector} is past the IDT limit {snap.idtr.limit:#x}")
-    return {"cpu": snap.cpu, "base": snap.idtr.base, "limit": snap.idtr.limit, "long_mode": lm,
-            "gates": rows, "warnings": warnings}
+    return IdtReport(cpu=snap.cpu, base=snap.idtr.base, limit=snap.idtr.limit, long_mode=lm,
+                     gates=tuple(rows), warnings=tuple(warnings))
 
 
 def _gate_problems(snap, ctx, gdt, g, lm) -> List[str]:
@@ -95,16 +121,16 @@ def _gate_problems(snap, ctx, gdt, g, lm) -> List[str]:
     return problems
 
 
-def idt_text(r: dict) -> str:
+def idt_text(r: IdtReport) -> str:
     rows = []
-    for g in r["gates"]:
-        if not g["present"]:
+    for g in r.gates:
+        if not g.present:
             continue
-        sym = g["symbol"] or ""
-        rows.append((g["vector"], g["name"], g["kind"], hx(g["selector"], 4), hx(g["handler"], 16), sym,
-                     g["ist"] or "", g["dpl"]))
-    absent = sum(1 for g in r["gates"] if not g["present"])
-    head = f"IDT base={hx(r['base'])} limit={hx(r['limit'])}  ({len(r['gates'])} gates, {absent} not present)"
+        sym = g.symbol or ""
+        rows.append((g.vector, g.name, g.kind, hx(g.selector, 4), hx(g.handler, 16), sym,
+                     g.ist or "", g.dpl))
+    absent = sum(1 for g in r.gates if not g.present)
+    head = f"IDT base={hx(r.base)} limit={hx(r.limit)}  ({len(r.gates)} gates, {absent} not present)"
     table = tabulate(rows, headers=("vec", "name", "type", "sel", "handler", "symbol", "IST", "DPL"),
                      tablefmt="simple")
-    return "\n".join([head, table] + _warnings(r["warnings"]))
+    return "\n".join([head, table] + _warnings(list(r.warnings)))

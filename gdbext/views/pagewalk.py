@@ -5,11 +5,12 @@ Pure: no gdb.  The report is data built from the decoders' results
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from tabulate import tabulate
 
 from gdbext.model.snapshot import PAGE, Snapshot
-from gdbext.views.common import hx
+from gdbext.views.common import ABSENT, _Absent, hx
 from gdbext.x86.bits import MASK64
 from gdbext.x86.paging import (
     ACCESSES,
@@ -58,30 +59,49 @@ def size_text(size: int | None) -> str:
     return f"{size} B"
 
 
-def context_report(ctx: PagingContext) -> dict:
-    """The registers that decide the translation, with the bits a reader needs.
+@dataclass(frozen=True)
+class ContextReport:
+    """The registers that decide the translation, with the bits a reader needs."""
 
-    CR3 bits 11:0 are a PCID when CR4.PCIDE=1 (SDM Vol. 3A 4.10.1), else PWT
+    cr0: int
+    cr3: int
+    cr4: int
+    efer: int
+    root: int
+    pcid: int | None
+    levels: int
+    paging: bool
+    wp: bool
+    nxe: bool
+    smep: bool
+    smap: bool
+    pke: bool
+    pks: bool
+    pkru: int | None
+
+
+def context_report(ctx: PagingContext) -> ContextReport:
+    """CR3 bits 11:0 are a PCID when CR4.PCIDE=1 (SDM Vol. 3A 4.10.1), else PWT
     and PCD; either way they are not part of the root table's address.
     """
-    return {
-        "cr0": ctx.cr0, "cr3": ctx.cr3, "cr4": ctx.cr4, "efer": ctx.efer,
-        "root": ctx.root,
-        "pcid": ctx.cr3 & 0xFFF if ctx.pcide else None,
-        "levels": 5 if ctx.la57 else 4,
-        "paging": ctx.paging,
-        "wp": ctx.wp, "nxe": ctx.nxe, "smep": ctx.smep, "smap": ctx.smap,
-        "pke": ctx.pke, "pks": ctx.pks,
-        "pkru": ctx.pkru,
-    }
+    return ContextReport(
+        cr0=ctx.cr0, cr3=ctx.cr3, cr4=ctx.cr4, efer=ctx.efer,
+        root=ctx.root,
+        pcid=ctx.cr3 & 0xFFF if ctx.pcide else None,
+        levels=5 if ctx.la57 else 4,
+        paging=ctx.paging,
+        wp=ctx.wp, nxe=ctx.nxe, smep=ctx.smep, smap=ctx.smap,
+        pke=ctx.pke, pks=ctx.pks,
+        pkru=ctx.pkru,
+    )
 
 
-def _context_line(c: dict) -> str:
-    pcid = f" PCID={c['pcid']:#x}" if c["pcid"] is not None else ""
-    bits = " ".join(f"{name}={int(c[key])}" for name, key in (
-        ("CR0.WP", "wp"), ("EFER.NXE", "nxe"), ("CR4.SMEP", "smep"), ("CR4.SMAP", "smap"),
-        ("CR4.PKE", "pke")))
-    return f"CR3={hx(c['cr3'])} (root table {hx(c['root'])}{pcid})  {c['levels']}-level paging  {bits}"
+def _context_line(c: ContextReport) -> str:
+    pcid = f" PCID={c.pcid:#x}" if c.pcid is not None else ""
+    bits = " ".join(f"{name}={int(value)}" for name, value in (
+        ("CR0.WP", c.wp), ("EFER.NXE", c.nxe), ("CR4.SMEP", c.smep), ("CR4.SMAP", c.smap),
+        ("CR4.PKE", c.pke)))
+    return f"CR3={hx(c.cr3)} (root table {hx(c.root)}{pcid})  {c.levels}-level paging  {bits}"
 
 
 def pkru_note(ctx: PagingContext) -> str | None:
@@ -97,70 +117,120 @@ def _shift(ctx: PagingContext, depth: int) -> int:
     return 12 + 9 * (len(ctx.level_names) - 1 - depth)
 
 
-def _level_report(ctx: PagingContext, depth: int, lv) -> dict:
+@dataclass(frozen=True)
+class WalkLevel:
+    """One table the CPU read.  page_size is in the JSON only for the leaf
+    that maps the page (present, no reserved bits)."""
+
+    name: str
+    table: int
+    index: int
+    entry_address: int
+    entry: int
+    present: bool
+    flags: tuple[str, ...]
+    reserved: int
+    leaf: bool
+    span: int
+    problem: str | None
+    page_size: int | _Absent = ABSENT
+
+
+@dataclass(frozen=True)
+class Access:
+    """One access checked: whether it faults, with the #PF error code (None
+    for a #GP) and why."""
+
+    faults: bool
+    error_code: int | None
+    error_bits: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class WalkReport:
+    """`pagewalk`.  access[mode][kind]: mode "user"|"supervisor", kind
+    "read"|"write"|"exec", as asked.  cpl and phys_source are the command's:
+    the stopped vCPU's CPL and where physical memory was read from."""
+
+    va: int
+    canonical: bool
+    pa: int | None
+    page_size: int | None
+    user: bool
+    writable: bool
+    executable: bool
+    global_: bool               # JSON "global"
+    pkey: int | None
+    problem: str | None
+    problem_level: str | None
+    context: ContextReport
+    rflags_ac: bool
+    levels: tuple[WalkLevel, ...]
+    access: dict[str, dict[str, Access]]
+    notes: tuple[str, ...]
+    cpl: int | None = None
+    phys_source: str | None = None
+
+
+def _level_report(ctx: PagingContext, depth: int, lv) -> WalkLevel:
     span = 1 << _shift(ctx, depth)
-    out = {
-        "name": lv.name,
-        "table": lv.table,
-        "index": lv.index,
-        "entry_address": lv.address,
-        "entry": lv.entry,
-        "present": lv.present,
-        "flags": list(lv.flags),
-        "reserved": lv.reserved,
-        "leaf": lv.leaf,
-        "span": span,
-        "problem": None,
-    }
+    problem = None
+    page_size: int | _Absent = ABSENT
     if not lv.present:
-        out["problem"] = "not present (P=0)"
+        problem = "not present (P=0)"
     elif lv.reserved:
-        out["problem"] = f"reserved bits {lv.reserved:#x} set"
+        problem = f"reserved bits {lv.reserved:#x} set"
     elif lv.leaf:
-        out["page_size"] = span
-    return out
+        page_size = span
+    return WalkLevel(name=lv.name, table=lv.table, index=lv.index, entry_address=lv.address,
+                     entry=lv.entry, present=lv.present, flags=tuple(lv.flags), reserved=lv.reserved,
+                     leaf=lv.leaf, span=span, problem=problem, page_size=page_size)
 
 
 def access_report(w: Walk, ctx: PagingContext, modes: Sequence[str], accesses: Sequence[str],
-                  rflags_ac: bool) -> dict:
-    """access[mode][kind] = {"faults", "error_code", "error_bits", "reason"}."""
-    out: dict = {}
+                  rflags_ac: bool) -> dict[str, dict[str, Access]]:
+    """access[mode][kind]: what each access does."""
+    out: dict[str, dict[str, Access]] = {}
     for mode in modes:
         out[mode] = {}
         for kind in accesses:
             a = check_access(w, ctx, kind, user=mode == "user", rflags_ac=rflags_ac)
-            out[mode][kind] = {"faults": a.faults, "error_code": a.error_code,
-                               "error_bits": pf_bits(a.error_code), "reason": a.reason}
+            out[mode][kind] = Access(faults=a.faults, error_code=a.error_code,
+                                     error_bits=tuple(pf_bits(a.error_code)), reason=a.reason)
     return out
 
 
 def walk_report(w: Walk, ctx: PagingContext, *, modes: Sequence[str] = MODES,
                 accesses: Sequence[str] = ACCESSES, rflags_ac: bool = False,
-                notes: Iterable[str] = ()) -> dict:
+                notes: Iterable[str] = (), cpl: int | None = None,
+                phys_source: str | None = None) -> WalkReport:
     """What the CPU does with `w.va`: every level, the frame, the rights, the accesses."""
-    levels = [_level_report(ctx, i, lv) for i, lv in enumerate(w.levels)]
+    levels = tuple(_level_report(ctx, i, lv) for i, lv in enumerate(w.levels))
     note_list = list(notes)
     pk = pkru_note(ctx)
     if pk and w.pkey is not None and w.user:
         note_list.append(pk)
-    return {
-        "va": w.va,
-        "canonical": w.canonical,
-        "pa": w.pa,
-        "page_size": w.page_size,
-        "user": w.user,
-        "writable": w.writable,
-        "executable": w.executable,
-        "global": w.global_,
-        "pkey": w.pkey,
-        "problem": w.problem,
-        "problem_level": _problem_level(w),
-        "context": context_report(ctx),
-        "rflags_ac": rflags_ac,
-        "levels": levels,
-        "access": access_report(w, ctx, modes, accesses, rflags_ac),
-        "notes": note_list,
-    }
+    return WalkReport(
+        va=w.va,
+        canonical=w.canonical,
+        pa=w.pa,
+        page_size=w.page_size,
+        user=w.user,
+        writable=w.writable,
+        executable=w.executable,
+        global_=w.global_,
+        pkey=w.pkey,
+        problem=w.problem,
+        problem_level=_problem_level(w),
+        context=context_report(ctx),
+        rflags_ac=rflags_ac,
+        levels=levels,
+        access=access_report(w, ctx, modes, accesses, rflags_ac),
+        notes=tuple(note_list),
+        cpl=cpl,
+        phys_source=phys_source,
+    )
 
 
 def _problem_level(w: Walk) -> str | None:
@@ -169,28 +239,28 @@ def _problem_level(w: Walk) -> str | None:
     return w.levels[-1].name
 
 
-def _rights_words(r: dict) -> str:
-    words = ["user" if r["user"] else "supervisor-only",
-             "writable" if r["writable"] else "read-only",
-             "executable" if r["executable"] else "no-execute"]
-    if r["global"]:
+def _rights_words(r: WalkReport) -> str:
+    words = ["user" if r.user else "supervisor-only",
+             "writable" if r.writable else "read-only",
+             "executable" if r.executable else "no-execute"]
+    if r.global_:
         words.append("global")
-    if r["pkey"] is not None:
-        words.append(f"protection key {r['pkey']}")
+    if r.pkey is not None:
+        words.append(f"protection key {r.pkey}")
     return ", ".join(words)
 
 
-def _access_cell(a: dict) -> str:
-    if not a["faults"]:
+def _access_cell(a: Access) -> str:
+    if not a.faults:
         return "ok"
-    if a["error_code"] is None:
+    if a.error_code is None:
         return "#GP"
-    bits = f" [{' '.join(a['error_bits'])}]" if a["error_bits"] else ""
-    return f"#PF {a['error_code']:#x}{bits}"
+    bits = f" [{' '.join(a.error_bits)}]" if a.error_bits else ""
+    return f"#PF {a.error_code:#x}{bits}"
 
 
-def _access_lines(r: dict) -> list[str]:
-    acc = r["access"]
+def _access_lines(r: WalkReport) -> list[str]:
+    acc = r.access
     kinds = [k for k in ACCESSES if any(k in acc[m] for m in acc)]
     rows = [[mode] + [_access_cell(acc[mode][k]) for k in kinds] for mode in acc]
     lines = [tabulate(rows, headers=["access"] + kinds, tablefmt="simple")]
@@ -200,8 +270,8 @@ def _access_lines(r: dict) -> list[str]:
     for mode in acc:
         for k in kinds:
             a = acc[mode][k]
-            if a["faults"] or "not checked" in a["reason"]:
-                why.setdefault(a["reason"], []).append(f"{mode} {k}")
+            if a.faults or "not checked" in a.reason:
+                why.setdefault(a.reason, []).append(f"{mode} {k}")
     total = sum(len(acc[m]) for m in acc)
     for reason, who in why.items():
         label = "every access" if len(who) == total and total > 1 else ", ".join(who)
@@ -209,37 +279,37 @@ def _access_lines(r: dict) -> list[str]:
     return lines
 
 
-def walk_text(r: dict) -> str:
-    c = r["context"]
-    head = f"pagewalk {hx(r['va'])}  {_context_line(c)}"
-    if not r["canonical"]:
+def walk_text(r: WalkReport) -> str:
+    c = r.context
+    head = f"pagewalk {hx(r.va)}  {_context_line(c)}"
+    if not r.canonical:
         # One plain line: there is no walk to show.
-        return (f"pagewalk: {hx(r['va'])} is not canonical for {c['levels']}-level paging "
-                f"(bits 63:{47 if c['levels'] == 4 else 56} must all equal bit "
-                f"{47 if c['levels'] == 4 else 56}): any access raises #GP (#SS for stack accesses), not #PF")
+        return (f"pagewalk: {hx(r.va)} is not canonical for {c.levels}-level paging "
+                f"(bits 63:{47 if c.levels == 4 else 56} must all equal bit "
+                f"{47 if c.levels == 4 else 56}): any access raises #GP (#SS for stack accesses), not #PF")
     lines = [head]
-    if not c["paging"]:
+    if not c.paging:
         lines.append("paging is disabled (CR0.PG=0): the linear address is the physical address")
     rows = []
-    for lv in r["levels"]:
-        what = " ".join(lv["flags"])
-        if lv["problem"]:
-            what = f"{what}  <- {lv['problem']}" if what else f"<- {lv['problem']}"
-        elif lv["leaf"]:
-            what += f"  -> {size_text(lv['page_size'])} page"
-        rows.append((lv["name"], hx(lv["table"]), lv["index"], hx(lv["entry"], 16), what))
+    for lv in r.levels:
+        what = " ".join(lv.flags)
+        if lv.problem:
+            what = f"{what}  <- {lv.problem}" if what else f"<- {lv.problem}"
+        elif lv.leaf:
+            what += f"  -> {size_text(lv.page_size)} page"
+        rows.append((lv.name, hx(lv.table), lv.index, hx(lv.entry, 16), what))
     if rows:
         lines.append(tabulate(rows, headers=("level", "table", "index", "entry", "flags"),
                               tablefmt="simple"))
-    if r["pa"] is None:
-        lines.append(f"not mapped: {r['problem']}")
+    if r.pa is None:
+        lines.append(f"not mapped: {r.problem}")
     else:
-        offset = r["va"] & ((r["page_size"] or 1) - 1)
-        size = f"{size_text(r['page_size'])} page" if r["page_size"] else "no paging"
-        lines.append(f"=> physical {hx(r['pa'])}  ({size}, offset {hx(offset)})")
+        offset = r.va & ((r.page_size or 1) - 1)
+        size = f"{size_text(r.page_size)} page" if r.page_size else "no paging"
+        lines.append(f"=> physical {hx(r.pa)}  ({size}, offset {hx(offset)})")
         lines.append(f"effective rights: {_rights_words(r)}")
     lines += _access_lines(r)
-    lines += [f"note: {n}" for n in r["notes"]]
+    lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)
 
 

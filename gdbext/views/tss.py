@@ -1,6 +1,8 @@
 """`info tss`: the 64-bit TSS and whether each stack is usable now."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tabulate import tabulate
 
 from gdbext.model.linear import read_linear
@@ -8,13 +10,40 @@ from gdbext.model.snapshot import (
     Snapshot,
     SnapshotError,
 )
-from gdbext.views.common import ReportError, _yes, hx, long_mode, stack_state
+from gdbext.views.common import (
+    ReportError,
+    StackState,
+    _yes,
+    hx,
+    long_mode,
+    stack_state,
+)
 from gdbext.views.gdt import _gdt_bytes
 from gdbext.x86.descriptors import descriptor_at
 from gdbext.x86.tss import TSS64_SIZE, decode_tss64
 
+# An IST slot holding 0: no stack switch, nothing to check.
+_UNUSED = StackState(value=0, canonical=True, problem="unused")
 
-def tss_report(snap: Snapshot) -> dict:
+
+@dataclass(frozen=True)
+class TssReport:
+    """`info tss`.  stacks: "rsp0".."rsp2", "ist1".."ist7", each checked."""
+
+    cpu: int
+    selector: int
+    base: int
+    limit: int
+    busy: bool
+    gdt_kind: str | None
+    rsp: tuple[int, ...]
+    ist: tuple[int, ...]
+    iomap_base: int
+    iomap: str
+    stacks: dict[str, StackState]
+
+
+def tss_report(snap: Snapshot) -> TssReport:
     tr = snap.tr
     if not long_mode(snap):
         raise ReportError("info tss: the vCPU is not in IA-32e mode; only the 64-bit TSS is decoded")
@@ -31,33 +60,32 @@ def tss_report(snap: Snapshot) -> dict:
     # the GDT entry busy, so busy-ness is read from the table.
     table = _gdt_bytes(snap)
     entry = descriptor_at(table, snap.gdtr.limit, tr.selector, long_mode=True) if table else None
-    stacks = {}
+    stacks: dict[str, StackState] = {}
     for i, sp in enumerate(tss.rsp):
         stacks[f"rsp{i}"] = stack_state(snap, sp)
     for i, sp in enumerate(tss.ist):
-        stacks[f"ist{i + 1}"] = stack_state(snap, sp) if sp else {"value": 0, "canonical": True, "mapped": False,
-                                                                   "supervisor_writable": False, "problem": "unused"}
+        stacks[f"ist{i + 1}"] = stack_state(snap, sp) if sp else _UNUSED
     iomap = tss.iomap_base
-    return {
-        "cpu": snap.cpu, "selector": tr.selector, "base": tr.base, "limit": tr.limit,
-        "busy": entry is not None and entry.kind == "tss-busy",
-        "gdt_kind": entry.kind if entry else None,
-        "rsp": list(tss.rsp), "ist": list(tss.ist), "iomap_base": iomap,
-        "iomap": "none (base beyond the limit)" if iomap > tr.limit else f"{tr.limit - iomap + 1} bytes",
-        "stacks": stacks,
-    }
+    return TssReport(
+        cpu=snap.cpu, selector=tr.selector, base=tr.base, limit=tr.limit,
+        busy=entry is not None and entry.kind == "tss-busy",
+        gdt_kind=entry.kind if entry else None,
+        rsp=tuple(tss.rsp), ist=tuple(tss.ist), iomap_base=iomap,
+        iomap="none (base beyond the limit)" if iomap > tr.limit else f"{tr.limit - iomap + 1} bytes",
+        stacks=stacks,
+    )
 
 
-def tss_text(r: dict) -> str:
-    head = (f"TSS selector={hx(r['selector'], 4)} base={hx(r['base'])} limit={hx(r['limit'])}"
-            f"{' busy' if r['busy'] else ''}  I/O map base={hx(r['iomap_base'])} ({r['iomap']})")
+def tss_text(r: TssReport) -> str:
+    head = (f"TSS selector={hx(r.selector, 4)} base={hx(r.base)} limit={hx(r.limit)}"
+            f"{' busy' if r.busy else ''}  I/O map base={hx(r.iomap_base)} ({r.iomap})")
     rows = []
-    for name, s in r["stacks"].items():
-        if s.get("problem") == "unused":
+    for name, s in r.stacks.items():
+        if s.problem == "unused":
             rows.append((name.upper(), hx(0), "", "", "(unused)"))
             continue
-        rows.append((name.upper(), hx(s["value"], 16), _yes(s["canonical"]), _yes(s["mapped"]),
-                     "yes" if s["supervisor_writable"] else f"no: {s['problem']}"))
+        rows.append((name.upper(), hx(s.value, 16), _yes(s.canonical), _yes(s.mapped),
+                     "yes" if s.supervisor_writable else f"no: {s.problem}"))
     table = tabulate(rows, headers=("stack", "pointer", "canonical", "mapped", "supervisor-writable"),
                      tablefmt="simple")
     return head + "\n" + table

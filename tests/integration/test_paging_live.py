@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 
 from gdbext.tools import launch
 from gdbext.tools.driver import GdbDriver, GdbError
+from gdbext.views.common import to_json
 from gdbext.views.pagewalk import walk_report, walk_text
 from gdbext.views.ptdump import (
     FOLD_AT_LEAST,
@@ -128,18 +129,18 @@ def ovmf_tables():
 def test_walk_report_of_a_real_1gib_page(ovmf_tables):
     read, ctx = ovmf_tables
     r = walk_report(walk(read, ctx, 0x4000_0123), ctx)
-    assert [(lv["name"], lv["table"], lv["index"], lv["entry"]) for lv in r["levels"]] == [
+    assert [(lv.name, lv.table, lv.index, lv.entry) for lv in r.levels] == [
         ("PML4", 0xFC01000, 0, 0xFC02023), ("PDPT", 0xFC02000, 1, 0x4000_0083)]
-    assert r["levels"][1]["flags"] == ["P", "RW", "PS"] and r["levels"][1]["page_size"] == 1 << 30
-    assert (r["pa"], r["page_size"], r["user"], r["writable"], r["executable"]) == (
+    assert r.levels[1].flags == ("P", "RW", "PS") and r.levels[1].page_size == 1 << 30
+    assert (r.pa, r.page_size, r.user, r.writable, r.executable) == (
         0x4000_0123, 1 << 30, False, True, True)
     # CR0.WP=1, EFER.NXE=1, no SMEP/SMAP: the kernel may do anything, a user nothing.
-    assert r["context"]["wp"] and r["context"]["nxe"] and not r["context"]["smep"]
-    user, sup = r["access"]["user"], r["access"]["supervisor"]
-    assert [user[k]["error_code"] for k in ("read", "write", "exec")] == [0x5, 0x7, 0x15]
-    assert user["exec"]["error_bits"] == ["P", "U/S", "I/D"]
-    assert "U/S=0 at PML4" in user["read"]["reason"]
-    assert not any(a["faults"] for a in sup.values())
+    assert r.context.wp and r.context.nxe and not r.context.smep
+    user, sup = r.access["user"], r.access["supervisor"]
+    assert [user[k].error_code for k in ("read", "write", "exec")] == [0x5, 0x7, 0x15]
+    assert user["exec"].error_bits == ("P", "U/S", "I/D")
+    assert "U/S=0 at PML4" in user["read"].reason
+    assert not any(a.faults for a in sup.values())
     text = walk_text(r)
     assert "-> 1 GiB page" in text and "=> physical 0x40000123  (1 GiB page, offset 0x123)" in text
     assert "user read, user write, user exec: user-mode access to a supervisor-mode page" in text
@@ -148,11 +149,12 @@ def test_walk_report_of_a_real_1gib_page(ovmf_tables):
 def test_walk_report_says_where_the_walk_stops(ovmf_tables):
     read, ctx = ovmf_tables
     r = walk_report(walk(read, ctx, 0xFFFF_8000_0000_0000), ctx, modes=("supervisor",), accesses=("write",))
-    assert r["pa"] is None and r["problem_level"] == "PML4"
-    assert r["levels"] == [{"name": "PML4", "table": 0xFC01000, "index": 256, "entry_address": 0xFC01800,
+    assert r.pa is None and r.problem_level == "PML4"
+    doc = json.loads(to_json(r))
+    assert doc["levels"] == [{"name": "PML4", "table": 0xFC01000, "index": 256, "entry_address": 0xFC01800,
                             "entry": 0, "present": False, "flags": [], "reserved": 0, "leaf": False,
                             "span": 1 << 39, "problem": "not present (P=0)"}]
-    assert r["access"] == {"supervisor": {"write": {
+    assert doc["access"] == {"supervisor": {"write": {
         "faults": True, "error_code": 0x2, "error_bits": ["W/R"], "reason": "not present at PML4 (entry 0x0)"}}}
     text = walk_text(r)
     assert "<- not present (P=0)" in text and "not mapped: not present at PML4 (entry 0x0)" in text
@@ -170,9 +172,9 @@ def test_dump_view_report_and_text_agree_on_real_tables(ovmf_tables):
     ranges = dump(read, ctx)
     view = dump_view(ranges, ctx, tables_read=7, fetched=7, seconds=0.0012)
     report = dump_report(view)
-    assert report["total"] == report["shown"] == len(ranges) == 30
-    assert sum(r["pages"] for r in report["ranges"]) == 3068  # the lines of the captured `info tlb`
-    assert report["ranges"][1] == {"va_start": 0xEC00000, "va_end": 0xEE00000, "pa_start": 0xEC00000,
+    assert report.total == report.shown == len(ranges) == 30
+    assert sum(r.pages for r in report.ranges) == 3068  # the lines of the captured `info tlb`
+    assert json.loads(to_json(report))["ranges"][1] == {"va_start": 0xEC00000, "va_end": 0xEE00000, "pa_start": 0xEC00000,
                                    "size": 0x200000, "page_size": 0x200000, "pages": 1, "user": False,
                                    "writable": False, "executable": True, "global": False, "pkey": None}
     lines = dump_text(view).splitlines()
@@ -183,7 +185,8 @@ def test_dump_view_report_and_text_agree_on_real_tables(ovmf_tables):
     assert wx.total == len([r for r in ranges if r.writable and r.executable]) and len(wx.ranges) == 1
     assert dump_text(wx).splitlines()[-1] == f"... {wx.total - 1} more (raise --limit)"
     found = dump_view(ranges, ctx, phys=0xEC00010)
-    assert found.phys_vas == (0xEC00010,) and dump_report(found)["phys"] == {"pa": 0xEC00010, "vas": [0xEC00010]}
+    assert found.phys_vas == (0xEC00010,)
+    assert json.loads(to_json(dump_report(found)))["phys"] == {"pa": 0xEC00010, "vas": [0xEC00010]}
 
 
 def _espfix(count: int) -> list[Range]:
