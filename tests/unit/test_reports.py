@@ -108,3 +108,30 @@ def test_a_plain_dict_passes_through():
     doc = {"findings": [], "address": 1}
     assert report_dict(doc) is doc
     assert to_json(doc) == json.dumps(doc, indent=1)
+
+
+def test_report_dict_equals_dataclasses_asdict_with_the_conventions():
+    """The fast converter gives exactly what dataclasses.asdict gives, nested
+    dataclasses, lists, tuples and dicts included."""
+    import dataclasses
+
+    from gdbext.views import common
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        a: int
+        global_: bool
+        maybe: object = common.ABSENT
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        inner: Inner
+        items: tuple
+        table: dict
+        names: list
+
+    r = Outer(Inner(1, True), (Inner(2, False, maybe=3), 4), {"x": Inner(5, True), "y": None}, ["a", Inner(6, False)])
+    expected = dataclasses.asdict(r, dict_factory=lambda pairs: {
+        (k[:-1] if k == "global_" else k): v for k, v in pairs if v is not common.ABSENT})
+    assert common.report_dict(r) == expected
+    assert list(common.report_dict(r)["inner"]) == ["a", "global"]
