@@ -42,6 +42,18 @@ class _Parser(argparse.ArgumentParser):
         raise _HelpShown()
 
 
+class _ShowDoc(argparse.Action):
+    """-h/--help: print the command's docstring, as `help CMD` does."""
+
+    def __init__(self, option_strings, dest, doc: str = "", **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.doc = doc
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        gdb.write(self.doc.rstrip() + "\n")
+        raise _HelpShown()
+
+
 class _HelpShown(Exception):
     pass
 
@@ -119,8 +131,11 @@ class GdbextCommand(gdb.Command):
 
     def __init__(self) -> None:
         super().__init__(self.NAME, self.COMMAND_CLASS)
-        self.parser = _Parser(prog=self.NAME, description=(self.__doc__ or "").split("\n\n")[0], add_help=True)
-        self.parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+        # The docstring is the help, the one text: `help CMD` shows it, and so
+        # does `CMD --help`; the parser only parses.
+        self.parser = _Parser(prog=self.NAME, add_help=False)
+        self.parser.add_argument("-h", "--help", action=_ShowDoc, nargs=0, doc=self.__doc__ or "")
+        self.parser.add_argument("--json", action="store_true")
         self.arguments(self.parser)
 
     def arguments(self, parser: argparse.ArgumentParser) -> None:

@@ -74,9 +74,8 @@ JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...
     NAME = "info msr"
 
     def arguments(self, parser):
-        parser.add_argument("msr", nargs="?", help="MSR name or number")
-        parser.add_argument("--wake", action="store_true",
-                            help="on a vCPU halted in HLT, let its LAPIC timer fire early to run rdmsr")
+        parser.add_argument("msr", nargs="?")
+        parser.add_argument("--wake", action="store_true")
 
     def run(self, args):
         snap = target.snapshot()
@@ -122,9 +121,8 @@ JSON: {"base", "limit", "entries": [{"index", "selector", "kind", "base",
     NAME = "info gdt"
 
     def arguments(self, parser):
-        parser.add_argument("selector", nargs="?", type=number_type("a selector", 0, 0xFFFF),
-                            help="show only this selector's entry")
-        parser.add_argument("--no-star", action="store_true", help="do not read STAR (no rdmsr)")
+        parser.add_argument("selector", nargs="?", type=number_type("a selector", 0, 0xFFFF))
+        parser.add_argument("--no-star", action="store_true")
 
     def run(self, args):
         snap = target.snapshot()
@@ -168,7 +166,7 @@ JSON: {"base", "limit", "gates": [{"vector", "name", "kind", "selector", "handle
     NAME = "info idt"
 
     def arguments(self, parser):
-        parser.add_argument("vector", nargs="?", type=number_type("a vector", 0, 255), help="show only this vector")
+        parser.add_argument("vector", nargs="?", type=number_type("a vector", 0, 255))
 
     def run(self, args):
         if args.vector is not None and not 0 <= args.vector <= 255:

@@ -46,12 +46,9 @@ def _snapshot(fresh: bool) -> Snapshot:
 # ---------------------------------------------------------------------------
 
 def _common_arguments(parser) -> None:
-    parser.add_argument("--cr3", type=parse_int, metavar="VALUE",
-                        help="walk these tables instead of the live CR3 (PCID bits are masked)")
-    parser.add_argument("--kpti", action="store_true",
-                        help="walk the other half of Linux's KPTI pair: CR3 bit 12 flipped")
-    parser.add_argument("--fresh", action="store_true",
-                        help="read registers and tables again, ignoring what this stop already read")
+    parser.add_argument("--cr3", type=parse_int, metavar="VALUE")
+    parser.add_argument("--kpti", action="store_true")
+    parser.add_argument("--fresh", action="store_true")
 
 
 class Pagewalk(GdbextCommand):
@@ -94,13 +91,12 @@ JSON: {"va", "pa" (null if unmapped), "page_size", "user", "writable",
     COMMAND_CLASS = gdb.COMMAND_DATA
 
     def arguments(self, parser):
-        parser.add_argument("va", type=address_arg, help="linear address or gdb expression")
-        parser.add_argument("--access", choices=ACCESSES, help="check this access only")
+        parser.add_argument("va", type=address_arg)
+        parser.add_argument("--access", choices=ACCESSES)
         mode = parser.add_mutually_exclusive_group()
-        mode.add_argument("--user", action="store_true", help="check user-mode (CPL 3) accesses only")
-        mode.add_argument("--supervisor", action="store_true", help="check supervisor-mode accesses only")
-        parser.add_argument("--pkru", type=number_type("a 32-bit PKRU", 0, 0xFFFFFFFF), metavar="VALUE",
-                            help="PKRU to check protection keys against (QEMU does not expose it)")
+        mode.add_argument("--user", action="store_true")
+        mode.add_argument("--supervisor", action="store_true")
+        parser.add_argument("--pkru", type=number_type("a 32-bit PKRU", 0, 0xFFFFFFFF), metavar="VALUE")
         _common_arguments(parser)
 
     def run(self, args):
@@ -159,14 +155,12 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
 
     def arguments(self, parser):
         who = parser.add_mutually_exclusive_group()
-        who.add_argument("--user", action="store_true", help="only user-accessible ranges")
-        who.add_argument("--kernel", action="store_true", help="only supervisor-only ranges")
-        parser.add_argument("--wx", action="store_true", help="only writable and executable ranges")
-        parser.add_argument("--range", nargs=2, type=address_arg, metavar=("START", "END"),
-                            help="only pages overlapping [START, END)")
-        parser.add_argument("--phys", type=number_type("a physical address", 0, (1 << 52) - 1), metavar="PA",
-                            help="every linear address that maps this physical address")
-        parser.add_argument("--limit", type=count_arg, metavar="N", help="show at most N ranges")
+        who.add_argument("--user", action="store_true")
+        who.add_argument("--kernel", action="store_true")
+        parser.add_argument("--wx", action="store_true")
+        parser.add_argument("--range", nargs=2, type=address_arg, metavar=("START", "END"))
+        parser.add_argument("--phys", type=number_type("a physical address", 0, (1 << 52) - 1), metavar="PA")
+        parser.add_argument("--limit", type=count_arg, metavar="N")
         _common_arguments(parser)
 
     def run(self, args):

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Set
 import gdb
 
 from gdbext import target
-from gdbext.commands.base import GdbextCommand, address_arg, int_argument, symbolize
+from gdbext.commands.base import GdbextCommand, address_arg, count_arg, int_argument, symbolize
 from gdbext.model.snapshot import (
     MSR_CSTAR,
     MSR_EFER,
@@ -101,7 +101,7 @@ JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
 
     def arguments(self, parser):
         parser.add_argument("address", nargs="?", type=address_arg)
-        parser.add_argument("--opsize", type=int, choices=(32, 64), help="override the operand size")
+        parser.add_argument("--opsize", type=count_arg, choices=(32, 64))
 
     def run(self, args):
         snap = target.snapshot()
@@ -488,8 +488,8 @@ JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
 
     def arguments(self, parser):
         parser.add_argument("action", choices=("on", "off", "status"))
-        parser.add_argument("--warnings", action="store_true", help="stop on warnings as well as errors")
-        parser.add_argument("--no-wrmsr", action="store_true", help="do not watch wrmsr sites")
+        parser.add_argument("--warnings", action="store_true")
+        parser.add_argument("--no-wrmsr", action="store_true")
 
     def run(self, args):
         if args.action == "on":
