@@ -51,6 +51,17 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON_ERRORS = ("Traceback", "Error occurred in Python", "Python Exception")
 # argparse's words when it took a word for an option (or never saw a value)
 # gdb's own lexer warns so (before its error) for a non-ASCII word such as ١٢
+# gdb 18 prints errors and warnings on the console too, after these marks
+# (its "emoji" style): an error's line is then the message itself.
+GDB_MARKS = ("\u274c\ufe0f ", "\u26a0\ufe0f ")
+
+
+def _unmarked(line: str) -> str:
+    for mark in GDB_MARKS:
+        line = line.removeprefix(mark)
+    return line
+
+
 GDB_CHARSET_WARNING = re.compile(r"^(warning: charset conversion failure for |You may have the wrong value for 'set ada source-charset')")
 OPTION_CONFUSION = ("unrecognized arguments", "arguments are required", "expected one argument",
                     "expected 2 arguments")
@@ -245,8 +256,8 @@ def judge(case: fz.Case, exp: fz.Expectation, answer: Answer, live: fz.Live) -> 
         return found
     if not answer.ok:
         message = answer.message.strip()
-        extra = "\n".join(line for line in answer.printed.strip().splitlines()
-                          if not GDB_CHARSET_WARNING.match(line))
+        lines = [_unmarked(line) for line in answer.printed.strip().splitlines()]
+        extra = "\n".join(line for line in lines if not GDB_CHARSET_WARNING.match(line))
         if not message or "\n" in message or extra not in ("", message):
             add(f"{case.command}: a refusal of more than one line",
                 f"message {message!r}, printed {short(answer.printed)!r}")
