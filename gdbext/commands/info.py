@@ -279,7 +279,9 @@ Commands (each has `help COMMAND`, and most take --json):
 Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
 
     def __init__(self) -> None:
-        super().__init__("gdbext", gdb.COMMAND_SUPPORT, prefix=True)
+        # Not a prefix: gdbext's commands are `info X`, verbs and gdbext-NAME,
+        # and a prefix with no subcommands shows an empty list in `help gdbext`.
+        super().__init__("gdbext", gdb.COMMAND_SUPPORT)
 
     def invoke(self, argument, from_tty):
         gdb.write(self.__doc__ + "\n")

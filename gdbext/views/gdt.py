@@ -118,10 +118,17 @@ def gdt_report(snap: Snapshot, selector: Optional[int] = None, *, with_star: boo
         warnings += _cache_mismatch(name, cache, desc, lm)
 
     star = _star_or_none(snap) if with_star else None
-    if star is not None:
+    if star is not None and star.raw >> 32 == 0:
+        # Before a kernel sets STAR its selectors are all 0: no roles to mark
+        # (they would land on the null entry and the one after it).
+        warnings.append("STAR's selector fields are 0: SYSCALL and SYSRET have no segments yet")
+    elif star is not None:
         for role, sel in (("syscall CS", star.syscall_cs), ("syscall SS", star.syscall_ss),
                           ("sysret CS", star.sysret_cs64), ("sysret SS", star.sysret_ss),
                           ("sysret32 CS", star.sysret_cs32)):
+            if sel >> 3 == 0:
+                warnings.append(f"STAR's {role} {sel:#06x} is the null selector")
+                continue
             marks.setdefault(sel >> 3, []).append(role)
             if (sel >> 3) * 8 + 7 > snap.gdtr.limit:
                 warnings.append(f"STAR's {role} {sel:#06x} points past the GDT limit {snap.gdtr.limit:#x}")

@@ -101,6 +101,8 @@ def _context_line(c: ContextReport) -> str:
     bits = " ".join(f"{name}={int(value)}" for name, value in (
         ("CR0.WP", c.wp), ("EFER.NXE", c.nxe), ("CR4.SMEP", c.smep), ("CR4.SMAP", c.smap),
         ("CR4.PKE", c.pke)))
+    if not c.paging:
+        return f"paging off (CR0.PG=0)  {bits}"
     return f"CR3={hx(c.cr3)} (root table {hx(c.root)}{pcid})  {c.levels}-level paging  {bits}"
 
 

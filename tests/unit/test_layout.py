@@ -64,3 +64,15 @@ def test_every_gdb_side_module_imports_inside_gdb():
                           capture_output=True, text=True,
                           timeout=120, check=False)
     assert "imported True" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_help_gdbext_lists_the_commands_and_no_empty_subcommand_block():
+    import shutil
+    import subprocess
+
+    if shutil.which("gdb") is None:
+        pytest.skip("no gdb")
+    proc = subprocess.run(["gdb", "-nx", "-batch", "-ex", f"source {PACKAGE / 'init.py'}", "-ex", "help gdbext"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert "info gdt [SEL]" in proc.stdout and "sysret-watch" in proc.stdout, proc.stdout + proc.stderr
+    assert "subcommands" not in proc.stdout, proc.stdout

@@ -135,3 +135,32 @@ def test_report_dict_equals_dataclasses_asdict_with_the_conventions():
         (k[:-1] if k == "global_" else k): v for k, v in pairs if v is not common.ABSENT})
     assert common.report_dict(r) == expected
     assert list(common.report_dict(r)["inner"]) == ["a", "global"]
+
+
+def test_gdt_marks_no_star_roles_when_star_has_no_selectors():
+    """Before a kernel sets STAR (OVMF: 0), its roles would all land on the
+    null entry and the one after it: none is marked, a warning says why."""
+    machine = baseline()
+    machine.msrs[MSR_STAR] = 0
+    r = gdt_report(machine.snapshot())
+    assert not any(role in used for e in r.entries for used in e.used_by
+                   for role in ("syscall CS", "syscall SS", "sysret CS", "sysret SS", "sysret32 CS"))
+    assert "STAR's selector fields are 0: SYSCALL and SYSRET have no segments yet" in r.warnings
+
+
+def test_gdt_never_marks_the_null_entry_with_a_star_role():
+    machine = baseline()
+    machine.msrs[MSR_STAR] = (0x0000 << 48) | (0x0008 << 32)   # SYSRET base 0: its 32-bit CS is selector 3
+    r = gdt_report(machine.snapshot())
+    assert r.entries[0].used_by == ()
+    assert "STAR's sysret32 CS 0x0003 is the null selector" in r.warnings
+
+
+def test_pagewalk_text_with_paging_off_names_no_paging_mode():
+    from gdbext.views.pagewalk import walk_report, walk_text
+    from gdbext.x86.paging import PagingContext, walk
+
+    ctx = PagingContext(cr3=0, cr0=0x60000011, cr4=0, efer=0)   # protected mode, CR0.PG=0
+    text = walk_text(walk_report(walk(lambda pa, n: bytes(n), ctx, 0x1234), ctx))
+    assert "level paging" not in text and "paging off (CR0.PG=0)" in text
+    assert "paging is disabled (CR0.PG=0): the linear address is the physical address" in text
