@@ -141,6 +141,45 @@ class GdbextCommand(gdb.Command):
     def arguments(self, parser: argparse.ArgumentParser) -> None:
         pass
 
+    # What a positional argument completes to when it has no choices: gdb's
+    # expression completer (addresses, selectors), or a list from `names()`.
+    POSITIONAL_COMPLETION = gdb.COMPLETE_EXPRESSION
+
+    def names(self) -> list[str]:
+        """Words a positional argument may be (e.g. MSR names); [] for none."""
+        return []
+
+    def complete(self, text: str, word: str):
+        """Options, their choices and the positional arguments, from the parser.
+
+        gdb breaks words at '-' too, so the token being typed is taken from
+        `text`, and each completion is returned from where `word` starts."""
+        word = word or ""
+        token = "" if not text or text[-1].isspace() else text.split()[-1]
+        before = text[: len(text) - len(token)].split()
+        cut = len(token) - len(word)
+
+        def matching(candidates, fold: bool = False) -> list[str]:
+            key = token.upper() if fold else token
+            return [c[cut:] for c in candidates if (c.upper() if fold else c).startswith(key)]
+
+        options = {o: a for a in self.parser._actions for o in a.option_strings}
+        previous = options.get(before[-1]) if before else None
+        if previous is not None and previous.nargs != 0:
+            if previous.choices:
+                return matching(str(c) for c in previous.choices)
+            return gdb.COMPLETE_EXPRESSION
+        if token.startswith("-"):
+            return sorted(matching(o for o in options if o.startswith("--")))
+        given = sum(1 for w in before if not w.startswith("-"))
+        positionals = [a for a in self.parser._actions if not a.option_strings]
+        if given < len(positionals) and positionals[given].choices:
+            return matching(str(c) for c in positionals[given].choices)
+        names = matching(self.names(), fold=True)
+        if names:
+            return names
+        return self.POSITIONAL_COMPLETION if given < len(positionals) else gdb.COMPLETE_NONE
+
     def invoke(self, argument: str, from_tty: bool) -> None:
         self.dont_repeat()
         try:

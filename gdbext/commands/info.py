@@ -73,6 +73,9 @@ JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...
 
     NAME = "info msr"
 
+    def names(self) -> list[str]:
+        return list(MSR_NAMES)
+
     def arguments(self, parser):
         parser.add_argument("msr", nargs="?")
         parser.add_argument("--wake", action="store_true")
@@ -194,6 +197,7 @@ relocated (KASLR).  gdb's own symbols are always asked first."""
 
     NAME = "gdbext-symbols"
     COMMAND_CLASS = gdb.COMMAND_FILES
+    POSITIONAL_COMPLETION = gdb.COMPLETE_FILENAME
 
     def arguments(self, parser):
         parser.add_argument("file")
