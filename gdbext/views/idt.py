@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from tabulate import tabulate
 
@@ -133,4 +133,33 @@ def idt_text(r: IdtReport) -> str:
     head = f"IDT base={hx(r.base)} limit={hx(r.limit)}  ({len(r.gates)} gates, {absent} not present)"
     table = tabulate(rows, headers=("vec", "name", "type", "sel", "handler", "symbol", "IST", "DPL"),
                      tablefmt="simple")
-    return "\n".join([head, table] + _warnings(list(r.warnings)))
+    return "\n".join([head, table] + _warnings(_grouped_warnings(r)))
+
+
+def _grouped_warnings(r: IdtReport) -> List[str]:
+    """The warnings, with one line per problem shared by several gates (OVMF's
+    34 handlers on one selector are one line, not 34); JSON keeps every one."""
+    general = [w for w in r.warnings if not w.startswith("vector ")]
+    by_problem: Dict[str, List[IdtGate]] = {}
+    for g in r.gates:
+        for problem in g.problems:
+            by_problem.setdefault(problem, []).append(g)
+    lines = []
+    for problem, gates in by_problem.items():
+        if len(gates) == 1:
+            lines.append(f"vector {gates[0].vector} ({gates[0].name or 'interrupt'}): {problem}")
+        else:
+            lines.append(f"vectors {_spans([g.vector for g in gates])} ({len(gates)} gates): {problem}")
+    return general + lines
+
+
+def _spans(vectors: List[int]) -> str:
+    """[0, 1, 2, 3, 128] -> '0-3, 128'."""
+    out, start = [], None
+    for i, v in enumerate(vectors):
+        if start is None:
+            start = v
+        if i + 1 == len(vectors) or vectors[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)

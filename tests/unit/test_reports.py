@@ -164,3 +164,23 @@ def test_pagewalk_text_with_paging_off_names_no_paging_mode():
     text = walk_text(walk_report(walk(lambda pa, n: bytes(n), ctx, 0x1234), ctx))
     assert "level paging" not in text and "paging off (CR0.PG=0)" in text
     assert "paging is disabled (CR0.PG=0): the linear address is the physical address" in text
+
+
+def test_idt_text_says_a_problem_shared_by_many_gates_once():
+    from gdbext.views.idt import idt_text
+
+    def gate(vector: int, problems: tuple) -> IdtGate:
+        return IdtGate(vector=vector, name="", kind="interrupt-gate", selector=0x38, handler=0x7F000000 + vector,
+                       symbol=None, ist=0, dpl=0, present=True, raw=0, problems=problems)
+
+    bad = ("selector 0x38 is not a present 64-bit code segment (data)",)
+    gates = tuple(gate(v, bad) for v in [*range(32), 128]) + (gate(200, ("handler 0x7f0000c8 is not mapped",)),)
+    warnings = ("IDTR limit 0x1fff covers more than 256 gates; only 256 are decoded",) + tuple(
+        f"vector {g.vector} (interrupt): {p}" for g in gates for p in g.problems)
+    text = idt_text(IdtReport(cpu=0, base=0, limit=0xFFF, long_mode=True, gates=gates, warnings=warnings))
+    lines = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert lines == [
+        "warning: IDTR limit 0x1fff covers more than 256 gates; only 256 are decoded",
+        f"warning: vectors 0-31, 128 (33 gates): {bad[0]}",
+        "warning: vector 200 (interrupt): handler 0x7f0000c8 is not mapped",
+    ]
