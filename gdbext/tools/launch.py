@@ -35,6 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_DIR = ROOT / "kernel"
 BUILD_DIR = KERNEL_DIR / "build"
+# An installed gdbext (a wheel) has no kernel sources: it carries the built
+# kernel here instead, as package data (setup.py puts it there).
+PACKAGED_KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernel_image"
 
 # In the order of kernel/README.md's table; the names are an interface.
 SCENARIOS: tuple[str, ...] = (
@@ -146,12 +149,19 @@ class KernelPaths:
     esp_image: Path  # FAT image holding EFI/BOOT/BOOTX64.EFI
 
 
+def in_checkout() -> bool:
+    """Whether this gdbext runs from a source tree that can build its kernel."""
+    return (KERNEL_DIR / "Makefile").is_file()
+
+
 def kernel_paths() -> KernelPaths:
-    """Where `make -C kernel` puts its outputs (whether or not they exist yet)."""
+    """Where the bundled kernel is (whether or not it exists yet): the
+    checkout's `make -C kernel` outputs, or an installation's packaged copy."""
+    where = BUILD_DIR if in_checkout() else PACKAGED_KERNEL_DIR
     return KernelPaths(
-        efi=BUILD_DIR / "BOOTX64.EFI",
-        elf=BUILD_DIR / "kernel.elf",
-        esp_image=BUILD_DIR / "esp.img",
+        efi=where / "BOOTX64.EFI",
+        elf=where / "kernel.elf",
+        esp_image=where / "esp.img",
     )
 
 
@@ -194,8 +204,11 @@ def build_kernel(force: bool = False) -> KernelPaths:
 
     `force` rebuilds everything (make -B).  Raises LaunchError naming the
     Debian package when gcc, binutils, gnu-efi or mtools is missing, or with
-    the first error line when the build fails.
+    the first error line when the build fails.  An installed gdbext (no
+    kernel sources) returns the kernel its wheel carries; nothing is built.
     """
+    if not in_checkout():
+        return _packaged_kernel()
     _check_build_tools()
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     command = ["make", "-s", "-C", str(KERNEL_DIR)] + (["-B"] if force else [])
@@ -207,6 +220,16 @@ def build_kernel(force: bool = False) -> KernelPaths:
     for path in (paths.efi, paths.elf, paths.esp_image):
         if not path.exists():
             raise LaunchError(f"building the kernel did not produce {path.name}")
+    return paths
+
+
+def _packaged_kernel() -> KernelPaths:
+    paths = kernel_paths()
+    for path in (paths.efi, paths.elf, paths.esp_image):
+        if not path.is_file():
+            raise LaunchError(f"this gdbext installation has no bundled kernel ({path.name} missing in "
+                              f"{path.parent}): install gdbext from its wheel or a checkout (pip install .), "
+                              "not from a bare copy of the package")
     return paths
 
 
