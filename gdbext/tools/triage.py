@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -470,18 +471,28 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def program_name(argv0: str) -> str:
+    """The name the user typed: `gdbext-triage` installed, `triage` from the
+    checkout's scripts/ (which runs this module with PROG set)."""
+    name = os.environ.get("GDBEXT_TRIAGE_PROG") or Path(argv0).name
+    return "gdbext-triage" if name in ("", "triage.py", "__main__.py", "-c") else name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     ours, qemu_args = _split_qemu_args(sys.argv[1:] if argv is None else argv)
+    prog = program_name(sys.argv[0] if sys.argv else "")
     try:
-        args = build_parser().parse_args(ours)
+        parser = build_parser()
+        parser.prog = prog
+        args = parser.parse_args(ours)
         report = run(args, qemu_args)
     except TriageError as exc:
-        print(f"triage: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     except KeyboardInterrupt:
-        print("triage: error: interrupted", file=sys.stderr)
+        print(f"{prog}: error: interrupted", file=sys.stderr)
         return EXIT_UNUSABLE
     print(text_report(report))
     try:
@@ -490,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.junit:
             args.junit.write_text(junit_xml(report) + "\n")
     except OSError as exc:
-        print(f"triage: error: cannot write the report: {exc}", file=sys.stderr)
+        print(f"{prog}: error: cannot write the report: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     return report.status
 
