@@ -20,10 +20,28 @@ def register() -> None:
 
     from gdbext import target
     from gdbext.commands import info, paging, sysret
+    from gdbext.commands.base import full_name, register_short_names
 
     info.register()
     paging.register()
     sysret.register()
+    left = register_short_names()
+    if left:
+        gdb.write("gdbext: another extension owns " + ", ".join(f"`{n}`" for n in left)
+                  + "; gdbext's are " + ", ".join(f"`{full_name(n)}`" for n in left) + "\n")
     target.connect_events()
     if gdb.selected_thread() is not None:
         target.reset_phys_mode()
+
+
+def unload() -> None:
+    """Let a copy of gdbext loaded from another tree take over: end the
+    session (its watches remove their breakpoints) and unhook every event.
+    The new copy's commands replace these ones, name for name."""
+    if not _registered[0]:
+        return
+    from gdbext import target
+
+    target.drop()
+    target.connect_events(connect=False)
+    _registered[0] = False

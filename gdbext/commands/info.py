@@ -283,9 +283,19 @@ Commands (each has `help COMMAND`, and most take --json):
 Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
 
     def __init__(self) -> None:
-        # Not a prefix: gdbext's commands are `info X`, verbs and gdbext-NAME,
-        # and a prefix with no subcommands shows an empty list in `help gdbext`.
-        super().__init__("gdbext", gdb.COMMAND_SUPPORT)
+        # A prefix: every command is also `gdbext NAME`, reachable whatever
+        # another extension did with the short names.
+        super().__init__("gdbext", gdb.COMMAND_SUPPORT, prefix=True)
+
+    def invoke(self, argument, from_tty):
+        gdb.write(self.__doc__ + "\n")
+
+
+class GdbextInfo(gdb.Command):
+    """gdbext's info commands: gdbext info gdt|tss|idt|msr|cpl (also `info gdt`...)."""
+
+    def __init__(self) -> None:
+        super().__init__("gdbext info", gdb.COMMAND_STATUS, prefix=True)
 
     def invoke(self, argument, from_tty):
         gdb.write(self.__doc__ + "\n")
@@ -293,6 +303,7 @@ Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
 
 def register() -> None:
     Gdbext()
+    GdbextInfo()
     for cls in (InfoCpl, InfoMsr, InfoGdt, InfoTss, InfoIdt, Symbols):
         cls()
     CplFunction()

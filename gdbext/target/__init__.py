@@ -26,7 +26,7 @@ from gdbext.target.remote import (
     selected_cpu,
     send_packet,
 )
-from gdbext.target.session import Session, current, on_drop, peek
+from gdbext.target.session import Session, current, drop, on_drop, peek
 from gdbext.target.snapshots import (
     connect_events,
     forget_monitor,
@@ -39,7 +39,7 @@ from gdbext.target.snapshots import (
 )
 
 __all__ = [
-    "Session", "current", "on_drop", "peek", "in_condition", "known_msrs",
+    "Session", "current", "drop", "on_drop", "peek", "in_condition", "known_msrs",
     "PHYS", "LiveRegisters", "TargetError", "connect_events", "forget_monitor", "hmp", "in_stop_callback",
     "invalidate", "monitor_state", "phys_mode", "read_msrs", "require_qemu", "reset_phys_mode", "selected_cpu",
     "send_packet", "snapshot", "stop_snapshot",
