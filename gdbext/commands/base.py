@@ -126,6 +126,15 @@ def int_argument(where: str, value: gdb.Value, lo: int = 0, hi: int = MASK64) ->
 PREFIX = "gdbext"
 
 
+def output_width() -> Optional[int]:
+    """gdb's `width` (the terminal's, at a terminal); None when unlimited."""
+    try:
+        width = gdb.parameter("width")
+    except (gdb.error, RuntimeError):
+        return None
+    return width if isinstance(width, int) and 0 < width < 1_000_000 else None
+
+
 def full_name(short: str) -> str:
     """Every command also lives under the `gdbext` prefix (`gdbext pagewalk`,
     `gdbext info gdt`, `gdbext symbols`), which another extension's names
