@@ -51,6 +51,8 @@ SCENARIOS: tuple[str, ...] = (
     "no-swapgs",
     "kernel-rsp",
     "sysret32",
+    "iret-ok",
+    "iret-cs-rpl0",
 )
 
 EXIT_SUCCESS, EXIT_FAULT, EXIT_RAN_ON = 33, 35, 37

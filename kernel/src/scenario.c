@@ -23,6 +23,8 @@ static const char *const scenario_names[SCENARIO_COUNT] = {
 	[SCENARIO_NO_SWAPGS] = "no-swapgs",
 	[SCENARIO_KERNEL_RSP] = "kernel-rsp",
 	[SCENARIO_SYSRET32] = "sysret32",
+	[SCENARIO_IRET_OK] = "iret-ok",
+	[SCENARIO_IRET_CS_RPL0] = "iret-cs-rpl0",
 };
 
 static enum scenario current = SCENARIO_OK;
@@ -60,7 +62,7 @@ bool scenario_is(enum scenario s)
 
 bool scenario_is_mistake(void)
 {
-	return current != SCENARIO_OK && current != SCENARIO_SPIN;
+	return current != SCENARIO_OK && current != SCENARIO_SPIN && current != SCENARIO_IRET_OK;
 }
 
 const char *scenario_name(void)

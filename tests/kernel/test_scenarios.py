@@ -41,13 +41,20 @@ def boot(qemu_factory, scenario: str, record_property) -> tuple[launch.Qemu, str
     return qemu, qemu.serial_text(), status
 
 
-def test_ok_reaches_ring3_makes_its_system_calls_and_exits_33(qemu_factory, symbols, record_property):
-    _, log, status = boot(qemu_factory, "ok", record_property)
+# The scenarios that end well, and how each first enters ring 3.
+CLEAN_ENTRIES = {"ok": "sysretq", "iret-ok": "iretq"}
+
+
+@pytest.mark.parametrize("scenario", sorted(CLEAN_ENTRIES))
+def test_ok_reaches_ring3_makes_its_system_calls_and_exits_33(qemu_factory, symbols, record_property, scenario):
+    _, log, status = boot(qemu_factory, scenario, record_property)
 
     assert status == launch.EXIT_SUCCESS, log
-    assert "[kernel] scenario: ok\n" in log
+    assert f"[kernel] scenario: {scenario}\n" in log
     assert "[kernel] cpu: vendor=" in log
     assert f"[kernel] entering ring 3: rip={symbols['user_start']:#x} rsp=0x7ffffff00000 rflags=0x202 mode=0" in log
+    by_iretq = f"[kernel] entering ring 3 by iretq: cs={USER_CS:#x} ss={USER_DS:#x}\n" in log
+    assert by_iretq == (CLEAN_ENTRIES[scenario] == "iretq"), log
     assert "[user] hello from ring 3\n" in log
     calls = kernel_log.syscalls(log)
     names = [(c["name"], c["via"]) for c in calls]
@@ -103,6 +110,7 @@ FAULTS = {
     "no-swapgs": (14, 0x2, 0, "syscall_entry"),
     "kernel-rsp": (14, 0x5, 3, "user program"),
     "sysret32": (14, 0x5, 3, "user program"),
+    "iret-cs-rpl0": (13, 0x28, 0, "enter_user_iretq"),
 }
 
 
@@ -152,6 +160,11 @@ def check_fault_details(scenario: str, fault: kernel_log.Fault, sym: dict[str, i
         # user RSP cut to 32 bits), which lands in the supervisor identity map.
         assert fault.rip == after_syscall and fault.cs == USER32_CS
         assert fault.cr2 == fault.rsp & 0xFFFFFFFF
+    elif scenario == "iret-cs-rpl0":
+        # The frame's CS 0x28 (RPL 0) names the DPL-3 user code: refused at the iretq, in ring 0.
+        assert fault.rip == sym["enter_user_iretq"] and fault.cs == KERNEL_CS
+        assert "[kernel] entering ring 3 by iretq: cs=0x28 ss=0x23\n" in log
+        assert "[user]" not in log
 
 
 # scenario -> what the user program reports about itself in ring 3 (QEMU 7.2 TCG)
@@ -178,4 +191,4 @@ def test_scenario_that_runs_on_is_reported_and_exits_37(qemu_factory, record_pro
 
 
 def test_every_scenario_is_covered():
-    assert set(FAULTS) | set(RAN_ON) | {"ok", "spin"} == set(launch.SCENARIOS)
+    assert set(FAULTS) | set(RAN_ON) | set(CLEAN_ENTRIES) | {"spin"} == set(launch.SCENARIOS)
