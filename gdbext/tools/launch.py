@@ -51,6 +51,7 @@ SCENARIOS: tuple[str, ...] = (
     "no-swapgs",
     "kernel-rsp",
     "sysret32",
+    "tss-rsp0-unmapped",
     "iret-ok",
     "iret-cs-rpl0",
 )

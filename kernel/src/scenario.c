@@ -23,6 +23,7 @@ static const char *const scenario_names[SCENARIO_COUNT] = {
 	[SCENARIO_NO_SWAPGS] = "no-swapgs",
 	[SCENARIO_KERNEL_RSP] = "kernel-rsp",
 	[SCENARIO_SYSRET32] = "sysret32",
+	[SCENARIO_TSS_RSP0_UNMAPPED] = "tss-rsp0-unmapped",
 	[SCENARIO_IRET_OK] = "iret-ok",
 	[SCENARIO_IRET_CS_RPL0] = "iret-cs-rpl0",
 };

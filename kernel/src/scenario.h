@@ -1,8 +1,8 @@
 /*
  * Which mistake this boot makes.  The name comes from QEMU's fw_cfg file
  * opt/org.gdbext/scenario; each mistake is made where a real kernel would
- * make it (GDT setup, the STAR write, paging, the first entry to ring 3,
- * the syscall return path), and those places ask scenario_is().
+ * make it (GDT setup, the TSS, the STAR write, paging, the first entry to
+ * ring 3, the syscall return path), and those places ask scenario_is().
  */
 #ifndef SCENARIO_H
 #define SCENARIO_H
@@ -23,6 +23,7 @@ enum scenario {
 	SCENARIO_NO_SWAPGS,
 	SCENARIO_KERNEL_RSP,
 	SCENARIO_SYSRET32,
+	SCENARIO_TSS_RSP0_UNMAPPED,
 	SCENARIO_IRET_OK,
 	SCENARIO_IRET_CS_RPL0,
 	SCENARIO_COUNT

@@ -9,8 +9,10 @@
 #include <stddef.h>
 
 #include "log.h"
+#include "scenario.h"
 #include "segments.h"
 #include "string.h"
+#include "x86.h"
 
 struct tss64 {
 	uint32_t reserved0;
@@ -52,13 +54,30 @@ uint64_t kernel_stack_top(void)
 	return STACK_TOP(kernel_stack);
 }
 
+/* What the TSS holds for a stack: its top, since pushes go down from there. */
+static uint64_t tss_stack_pointer(const uint8_t *stack, uint64_t size)
+{
+	if (scenario_is(SCENARIO_TSS_RSP0_UNMAPPED)) {
+		/*
+		 * MISTAKE (tss-rsp0-unmapped): the size, already in bytes, is
+		 * multiplied by PAGE_SIZE as if it counted pages.  RSP0 lands
+		 * 64 MiB past the kernel stack and IST1-3 16 MiB past theirs,
+		 * where nothing is mapped: the first interrupt from ring 3
+		 * faults pushing its frame, so does the #PF, and so does the
+		 * #DF on IST1: a triple fault.
+		 */
+		return (uint64_t)(uintptr_t)stack + size * PAGE_SIZE;
+	}
+	return (uint64_t)(uintptr_t)stack + size;
+}
+
 void setup_tss(void)
 {
 	memset(&tss, 0, sizeof(tss));
-	tss.rsp[0] = STACK_TOP(kernel_stack);
-	tss.ist[IST_DOUBLE_FAULT - 1] = STACK_TOP(double_fault_stack);
-	tss.ist[IST_NMI - 1] = STACK_TOP(nmi_stack);
-	tss.ist[IST_MACHINE_CHECK - 1] = STACK_TOP(machine_check_stack);
+	tss.rsp[0] = tss_stack_pointer(kernel_stack, sizeof(kernel_stack));
+	tss.ist[IST_DOUBLE_FAULT - 1] = tss_stack_pointer(double_fault_stack, sizeof(double_fault_stack));
+	tss.ist[IST_NMI - 1] = tss_stack_pointer(nmi_stack, sizeof(nmi_stack));
+	tss.ist[IST_MACHINE_CHECK - 1] = tss_stack_pointer(machine_check_stack, sizeof(machine_check_stack));
 	/* A base at or past the limit means "no I/O permission bitmap" (SDM Vol. 1, 19.5.2). */
 	tss.iomap_base = sizeof(tss);
 	__asm__ volatile("ltr %w0" : : "r"((uint16_t)GDT_TSS));

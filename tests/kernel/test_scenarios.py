@@ -3,6 +3,7 @@ that it ends the way kernel/README.md says, from the serial transcript, the
 exit status and the kernel's symbols (kernel.elf is linked where it runs)."""
 from __future__ import annotations
 
+import re
 import time
 
 import kernel_log
@@ -190,5 +191,57 @@ def test_scenario_that_runs_on_is_reported_and_exits_37(qemu_factory, record_pro
         assert "star=0x18000800000000 " in log
 
 
+# scenarios that end in a triple fault: each has its own test below
+RESETS = ("tss-rsp0-unmapped",)
+
+
+def boot_to_reset(qemu_factory, scenario: str, int_log, record_property) -> tuple[str, str, int]:
+    """Run a scenario that ends in a triple fault under QEMU's -d int log;
+    returns (serial transcript, the log's text, QEMU's exit status)."""
+    start = time.monotonic()
+    qemu = qemu_factory(scenario=scenario, extra_args=["-d", "int,cpu_reset", "-D", str(int_log)])
+    qemu.wait_serial(r"^\[kernel\] scenario: ", BOOT_TIMEOUT)
+    status = qemu.wait(BOOT_TIMEOUT)
+    record_property("seconds_to_exit", round(time.monotonic() - start, 2))
+    return qemu.serial_text(), int_log.read_text(errors="replace"), status
+
+
+def logged_stack_pointers(log: str) -> dict[str, int]:
+    m = re.search(r"^\[kernel\] tss loaded: .* rsp0=(0x[0-9a-f]+) ist1=(0x[0-9a-f]+) ", log, re.MULTILINE)
+    assert m is not None, log
+    return {"rsp0": int(m[1], 16), "ist1": int(m[2], 16)}
+
+
+def test_tss_rsp0_unmapped_triple_faults_at_the_first_interrupt_from_ring3(
+    qemu_factory, symbols, record_property, tmp_path
+):
+    log, int_log, status = boot_to_reset(qemu_factory, "tss-rsp0-unmapped", tmp_path / "int.log", record_property)
+
+    # No handler ran: no FAULT line, no exit line, and QEMU ended on the reset.
+    assert status == launch.EXIT_RESET, log
+    assert kernel_log.fault(log) is None and kernel_log.exit_line(log) is None, log
+    # Ring 3 ran (SYSCALL uses the per-CPU stack, not RSP0) up to its int $0x80.
+    assert [c["via"] for c in kernel_log.syscalls(log)] == ["syscall"] * (1 + GETCOUNTER_CALLS)
+    stacks = logged_stack_pointers(log)
+    assert stacks["rsp0"] != symbols["kernel_stack"] + 16384 and stacks["rsp0"] >= 0xFFFFFFFF80000000
+
+    events = kernel_log.qemu_int_events(int_log)
+    from_ring3 = [i for i, e in enumerate(events) if isinstance(e, kernel_log.Delivery) and e.cpl == 3]
+    assert from_ring3, int_log[-3000:]
+    chain = events[from_ring3[0]:]
+    int80 = symbols["user_int80_return"] - 2  # int $0x80 is cd 80; QEMU logs its address
+    # int $0x80 -> #PF pushing SS at RSP0-8 (write, supervisor, not present) ->
+    # #PF again delivering the #PF (same RSP0) -> #DF, on IST1, also unmapped -> shutdown.
+    assert chain == [
+        kernel_log.Delivery(0x80, 0, True, 3, USER_CS, int80, None),
+        kernel_log.Raised(None, 14),
+        kernel_log.Delivery(14, 0x2, False, 3, USER_CS, int80, stacks["rsp0"] - 8),
+        kernel_log.Raised(14, 14),
+        kernel_log.Delivery(8, 0, False, 3, USER_CS, int80, None),
+        kernel_log.Raised(8, 14),
+        kernel_log.TripleFault(),
+    ], int_log[-3000:]
+
+
 def test_every_scenario_is_covered():
-    assert set(FAULTS) | set(RAN_ON) | set(CLEAN_ENTRIES) | {"spin"} == set(launch.SCENARIOS)
+    assert set(FAULTS) | set(RAN_ON) | set(CLEAN_ENTRIES) | set(RESETS) | {"spin"} == set(launch.SCENARIOS)
