@@ -54,6 +54,8 @@ SCENARIOS: tuple[str, ...] = (
     "tss-rsp0-unmapped",
     "iret-ok",
     "iret-cs-rpl0",
+    "iret-ss-dpl0",
+    "iret-supervisor-page",
 )
 
 EXIT_SUCCESS, EXIT_FAULT, EXIT_RAN_ON = 33, 35, 37

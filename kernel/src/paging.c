@@ -124,6 +124,15 @@ static uint64_t segment_leaf_flags(const struct boot_segment *seg)
 		flags |= PTE_NX;
 	if (!is_user_address(seg->vaddr))
 		return flags;
+	if ((seg->flags & SEGMENT_X) && scenario_is(SCENARIO_IRET_SUPERVISOR_PAGE)) {
+		/*
+		 * MISTAKE (iret-supervisor-page): the user code's leaf entries
+		 * are made without U/S, as for kernel text.  The iretq to it
+		 * succeeds (it checks segments, not pages); the first fetch in
+		 * ring 3 raises #PF.
+		 */
+		return flags;
+	}
 	flags |= PTE_US;
 	if (scenario_is(SCENARIO_USER_PAGE_NX)) {
 		/*

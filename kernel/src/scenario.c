@@ -26,6 +26,8 @@ static const char *const scenario_names[SCENARIO_COUNT] = {
 	[SCENARIO_TSS_RSP0_UNMAPPED] = "tss-rsp0-unmapped",
 	[SCENARIO_IRET_OK] = "iret-ok",
 	[SCENARIO_IRET_CS_RPL0] = "iret-cs-rpl0",
+	[SCENARIO_IRET_SS_DPL0] = "iret-ss-dpl0",
+	[SCENARIO_IRET_SUPERVISOR_PAGE] = "iret-supervisor-page",
 };
 
 static enum scenario current = SCENARIO_OK;

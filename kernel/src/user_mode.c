@@ -31,7 +31,8 @@ static uint64_t first_user_rflags(void)
 /* The scenarios whose first entry to ring 3 is an IRETQ from a hand-built frame. */
 static bool enters_by_iretq(void)
 {
-	return scenario_is(SCENARIO_IRET_OK) || scenario_is(SCENARIO_IRET_CS_RPL0);
+	return scenario_is(SCENARIO_IRET_OK) || scenario_is(SCENARIO_IRET_CS_RPL0) || scenario_is(SCENARIO_IRET_SS_DPL0) ||
+	       scenario_is(SCENARIO_IRET_SUPERVISOR_PAGE);
 }
 
 /* CS in the IRETQ frame: the 64-bit user code segment with RPL 3. */
@@ -52,6 +53,15 @@ static uint64_t iret_frame_cs(void)
 /* SS in the IRETQ frame: the user data segment with RPL 3. */
 static uint64_t iret_frame_ss(void)
 {
+	if (scenario_is(SCENARIO_IRET_SS_DPL0)) {
+		/*
+		 * MISTAKE (iret-ss-dpl0): the kernel data selector with RPL 3,
+		 * 0x13, as when the kernel's SS is reused with the RPL fixed
+		 * up.  RPL 3 matches CS, but the descriptor's DPL is 0: IRETQ
+		 * raises #GP(0x10) at the iretq, in ring 0.
+		 */
+		return GDT_KERNEL_DS | RPL_USER;
+	}
 	return USER_DS;
 }
 

@@ -112,6 +112,8 @@ FAULTS = {
     "kernel-rsp": (14, 0x5, 3, "user program"),
     "sysret32": (14, 0x5, 3, "user program"),
     "iret-cs-rpl0": (13, 0x28, 0, "enter_user_iretq"),
+    "iret-ss-dpl0": (13, 0x10, 0, "enter_user_iretq"),
+    "iret-supervisor-page": (14, 0x15, 3, "user program"),
 }
 
 
@@ -161,11 +163,19 @@ def check_fault_details(scenario: str, fault: kernel_log.Fault, sym: dict[str, i
         # user RSP cut to 32 bits), which lands in the supervisor identity map.
         assert fault.rip == after_syscall and fault.cs == USER32_CS
         assert fault.cr2 == fault.rsp & 0xFFFFFFFF
-    elif scenario == "iret-cs-rpl0":
-        # The frame's CS 0x28 (RPL 0) names the DPL-3 user code: refused at the iretq, in ring 0.
+    elif scenario in ("iret-cs-rpl0", "iret-ss-dpl0"):
+        # CS 0x28 (RPL 0) names the DPL-3 user code; SS 0x13 (RPL 3) the DPL-0
+        # kernel data: either is refused at the iretq, in ring 0.
+        frame = {"iret-cs-rpl0": "cs=0x28 ss=0x23", "iret-ss-dpl0": "cs=0x2b ss=0x13"}[scenario]
         assert fault.rip == sym["enter_user_iretq"] and fault.cs == KERNEL_CS
-        assert "[kernel] entering ring 3 by iretq: cs=0x28 ss=0x23\n" in log
+        assert f"[kernel] entering ring 3 by iretq: {frame}\n" in log
         assert "[user]" not in log
+    elif scenario == "iret-supervisor-page":
+        # The iretq itself succeeds (CS/SS right); the first fetch in ring 3 is refused.
+        assert "[kernel] entering ring 3 by iretq: cs=0x2b ss=0x23\n" in log
+        assert re.search(r"^\[kernel\] map user segment: va=0x400000 .* r-x supervisor$", log, re.MULTILINE), log
+        assert fault.rip == fault.cr2 == sym["user_start"] and (fault.cs, fault.ss) == (USER_CS, USER_DS)
+        assert fault.rsp == 0x7FFFFFF00000 and "[user]" not in log
 
 
 # scenario -> what the user program reports about itself in ring 3 (QEMU 7.2 TCG)
