@@ -52,6 +52,7 @@ SCENARIOS: tuple[str, ...] = (
     "kernel-rsp",
     "sysret32",
     "tss-rsp0-unmapped",
+    "double-fault",
     "iret-ok",
     "iret-cs-rpl0",
     "iret-ss-dpl0",

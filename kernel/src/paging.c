@@ -5,6 +5,7 @@
 #include "page_alloc.h"
 #include "qemu_exit.h"
 #include "scenario.h"
+#include "tss.h"
 #include "x86.h"
 
 /* Levels named by the table that holds the entry. */
@@ -155,6 +156,23 @@ static void map_segments(void)
 	}
 }
 
+/* Take a page back out of the tables being built (CR3 is loaded afterwards: no TLB entry to flush). */
+static void unmap_page(uint64_t va)
+{
+	uint64_t *pt = next_table(page_directory(va), PD_INDEX(va), va, LEVEL_PD);
+	if (!(pt[PT_INDEX(va)] & PTE_P))
+		paging_bug("unmapping a page that is not mapped", va);
+	pt[PT_INDEX(va)] = 0;
+}
+
+/* The kernel stack's guard page is part of .bss: map the segment, then punch the hole. */
+static void unmap_stack_guard(void)
+{
+	uint64_t va = kernel_stack_guard();
+	unmap_page(va);
+	klog("unmap kernel stack guard: va=%#lx pages=1 (below the kernel stack)", va);
+}
+
 static void map_user_stack(void)
 {
 	uint64_t flags = PTE_P | PTE_RW | PTE_US | PTE_NX;
@@ -205,6 +223,7 @@ void setup_paging(void)
 	page_alloc_init(&boot_info.page_pool);
 	pml4_pa = alloc_pml4();
 	map_segments();
+	unmap_stack_guard();
 	map_user_stack();
 	map_identity();
 

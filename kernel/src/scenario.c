@@ -24,6 +24,7 @@ static const char *const scenario_names[SCENARIO_COUNT] = {
 	[SCENARIO_KERNEL_RSP] = "kernel-rsp",
 	[SCENARIO_SYSRET32] = "sysret32",
 	[SCENARIO_TSS_RSP0_UNMAPPED] = "tss-rsp0-unmapped",
+	[SCENARIO_DOUBLE_FAULT] = "double-fault",
 	[SCENARIO_IRET_OK] = "iret-ok",
 	[SCENARIO_IRET_CS_RPL0] = "iret-cs-rpl0",
 	[SCENARIO_IRET_SS_DPL0] = "iret-ss-dpl0",

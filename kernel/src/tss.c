@@ -32,7 +32,15 @@ _Static_assert(offsetof(struct tss64, iomap_base) == 0x66, "I/O map base at offs
 #define IST_STACK_SIZE 4096
 
 static struct tss64 tss __attribute__((aligned(16)));
-static uint8_t kernel_stack[KERNEL_STACK_SIZE] __attribute__((aligned(16)));
+/*
+ * The kernel stack sits on a page of its own above a guard page that
+ * paging leaves unmapped: an overflow faults (#PF, then #DF on IST1)
+ * instead of overwriting whatever .bss holds below it.
+ */
+static struct {
+	uint8_t guard[PAGE_SIZE];
+	uint8_t stack[KERNEL_STACK_SIZE];
+} kernel_stack_area __attribute__((aligned(PAGE_SIZE)));
 static uint8_t double_fault_stack[IST_STACK_SIZE] __attribute__((aligned(16)));
 static uint8_t nmi_stack[IST_STACK_SIZE] __attribute__((aligned(16)));
 static uint8_t machine_check_stack[IST_STACK_SIZE] __attribute__((aligned(16)));
@@ -51,7 +59,12 @@ uint32_t tss_limit(void)
 
 uint64_t kernel_stack_top(void)
 {
-	return STACK_TOP(kernel_stack);
+	return STACK_TOP(kernel_stack_area.stack);
+}
+
+uint64_t kernel_stack_guard(void)
+{
+	return (uint64_t)(uintptr_t)kernel_stack_area.guard;
 }
 
 /* What the TSS holds for a stack: its top, since pushes go down from there. */
@@ -74,7 +87,7 @@ static uint64_t tss_stack_pointer(const uint8_t *stack, uint64_t size)
 void setup_tss(void)
 {
 	memset(&tss, 0, sizeof(tss));
-	tss.rsp[0] = tss_stack_pointer(kernel_stack, sizeof(kernel_stack));
+	tss.rsp[0] = tss_stack_pointer(kernel_stack_area.stack, sizeof(kernel_stack_area.stack));
 	tss.ist[IST_DOUBLE_FAULT - 1] = tss_stack_pointer(double_fault_stack, sizeof(double_fault_stack));
 	tss.ist[IST_NMI - 1] = tss_stack_pointer(nmi_stack, sizeof(nmi_stack));
 	tss.ist[IST_MACHINE_CHECK - 1] = tss_stack_pointer(machine_check_stack, sizeof(machine_check_stack));

@@ -18,6 +18,7 @@ BOOT_TIMEOUT = 90.0  # OVMF alone takes ~3 s; two parallel TCG guests share 2 co
 USER_SPACE_END = 1 << 47
 USER_CS, USER_DS, USER32_CS, KERNEL_CS = 0x2B, 0x23, 0x1B, 0x08
 GETCOUNTER_CALLS = 10
+KERNEL_STACK_SIZE, PAGE_SIZE = 16384, 4096
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +112,7 @@ FAULTS = {
     "no-swapgs": (14, 0x2, 0, "syscall_entry"),
     "kernel-rsp": (14, 0x5, 3, "user program"),
     "sysret32": (14, 0x5, 3, "user program"),
+    "double-fault": (8, 0, 0, "kernel"),
     "iret-cs-rpl0": (13, 0x28, 0, "enter_user_iretq"),
     "iret-ss-dpl0": (13, 0x10, 0, "enter_user_iretq"),
     "iret-supervisor-page": (14, 0x15, 3, "user program"),
@@ -163,6 +165,14 @@ def check_fault_details(scenario: str, fault: kernel_log.Fault, sym: dict[str, i
         # user RSP cut to 32 bits), which lands in the supervisor identity map.
         assert fault.rip == after_syscall and fault.cs == USER32_CS
         assert fault.cr2 == fault.rsp & 0xFFFFFFFF
+    elif scenario == "double-fault":
+        # The recursion's push ran into the guard page below the kernel stack; the
+        # #PF's own push there faulted too, and the #DF came on IST1 with that RSP.
+        guard = logged_stack_guard(log)
+        assert guard == logged_kernel_rsp(log) - KERNEL_STACK_SIZE - PAGE_SIZE
+        assert guard <= fault.cr2 < guard + PAGE_SIZE and fault.cr2 == fault.rsp - 8
+        assert fault.cs == KERNEL_CS and sym["count_recursive"] <= fault.rip < sym["count_recursive"] + 0x40
+        assert [c["name"] for c in kernel_log.syscalls(log)] == ["write", "getcounter"]
     elif scenario in ("iret-cs-rpl0", "iret-ss-dpl0"):
         # CS 0x28 (RPL 0) names the DPL-3 user code; SS 0x13 (RPL 3) the DPL-0
         # kernel data: either is refused at the iretq, in ring 0.
@@ -222,6 +232,19 @@ def logged_stack_pointers(log: str) -> dict[str, int]:
     return {"rsp0": int(m[1], 16), "ist1": int(m[2], 16)}
 
 
+def logged_stack_guard(log: str) -> int:
+    m = re.search(r"^\[kernel\] unmap kernel stack guard: va=(0x[0-9a-f]+) ", log, re.MULTILINE)
+    assert m is not None, log
+    return int(m[1], 16)
+
+
+def logged_kernel_rsp(log: str) -> int:
+    """The kernel stack's top, as the per-CPU area (the SYSCALL stack) holds it."""
+    m = re.search(r"^\[kernel\] percpu: .* kernel_rsp=(0x[0-9a-f]+) ", log, re.MULTILINE)
+    assert m is not None, log
+    return int(m[1], 16)
+
+
 def test_tss_rsp0_unmapped_triple_faults_at_the_first_interrupt_from_ring3(
     qemu_factory, symbols, record_property, tmp_path
 ):
@@ -233,7 +256,7 @@ def test_tss_rsp0_unmapped_triple_faults_at_the_first_interrupt_from_ring3(
     # Ring 3 ran (SYSCALL uses the per-CPU stack, not RSP0) up to its int $0x80.
     assert [c["via"] for c in kernel_log.syscalls(log)] == ["syscall"] * (1 + GETCOUNTER_CALLS)
     stacks = logged_stack_pointers(log)
-    assert stacks["rsp0"] != symbols["kernel_stack"] + 16384 and stacks["rsp0"] >= 0xFFFFFFFF80000000
+    assert stacks["rsp0"] != logged_kernel_rsp(log) and stacks["rsp0"] >= 0xFFFFFFFF80000000
 
     events = kernel_log.qemu_int_events(int_log)
     from_ring3 = [i for i, e in enumerate(events) if isinstance(e, kernel_log.Delivery) and e.cpl == 3]
@@ -251,6 +274,25 @@ def test_tss_rsp0_unmapped_triple_faults_at_the_first_interrupt_from_ring3(
         kernel_log.Raised(8, 14),
         kernel_log.TripleFault(),
     ], int_log[-3000:]
+
+
+def test_double_fault_chain_in_qemu_log_matches_the_kernel_report(qemu_factory, record_property, tmp_path):
+    int_log = tmp_path / "int.log"
+    qemu = qemu_factory(scenario="double-fault", extra_args=["-d", "int,cpu_reset", "-D", str(int_log)])
+    qemu.wait_serial(r"^\[kernel\] exit: ", BOOT_TIMEOUT)
+    assert qemu.wait(10) == launch.EXIT_FAULT
+    fault = kernel_log.fault(qemu.serial_text())
+    assert fault is not None and fault.vector == 8
+
+    # #PF in ring 0 at the push, #PF again delivering it on the same stack,
+    # #DF delivered (IST1 is mapped): what the handler then reported.
+    events = kernel_log.qemu_int_events(int_log.read_text(errors="replace"))
+    assert events[-4:] == [
+        kernel_log.Raised(None, 14),
+        kernel_log.Delivery(14, 0x2, False, 0, KERNEL_CS, fault.rip, fault.cr2),
+        kernel_log.Raised(14, 14),
+        kernel_log.Delivery(8, 0, False, 0, KERNEL_CS, fault.rip, None),
+    ], events[-6:]
 
 
 def test_every_scenario_is_covered():
