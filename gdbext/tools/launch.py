@@ -54,6 +54,12 @@ SCENARIOS: tuple[str, ...] = (
     "no-swapgs",
     "kernel-rsp",
     "sysret32",
+    "tss-rsp0-unmapped",
+    "double-fault",
+    "iret-ok",
+    "iret-cs-rpl0",
+    "iret-ss-dpl0",
+    "iret-supervisor-page",
 )
 
 EXIT_SUCCESS, EXIT_FAULT, EXIT_RAN_ON = 33, 35, 37
