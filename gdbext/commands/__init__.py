@@ -4,6 +4,7 @@ arguments, asks gdbext.target for a snapshot, and renders a view of it.
     info.py     info cpl/msr/gdt/tss/idt, gdbext-symbols, $cpl(), $msr()
     paging.py   pagewalk, ptdump
     sysret.py   sysret-check, sysret-watch, $sysret_ok()
+    fault.py    fault-watch, info fault
     base.py     what they share: one-line errors, numbers as gdb reads them
 """
 from __future__ import annotations
@@ -19,12 +20,13 @@ def register() -> None:
     import gdb
 
     from gdbext import target
-    from gdbext.commands import info, paging, sysret
+    from gdbext.commands import fault, info, paging, sysret
     from gdbext.commands.base import full_name, register_short_names
 
     info.register()
     paging.register()
     sysret.register()
+    fault.register()
     left = register_short_names()
     if left:
         gdb.write("gdbext: another extension owns " + ", ".join(f"`{n}`" for n in left)
