@@ -280,6 +280,8 @@ Commands (each has `help COMMAND`, and most take --json):
   ptdump                every mapping, merged into ranges; --wx, --phys, --user
   sysret-check [ADDR]   would a sysret now work?  every rule, with the reason
   sysret-watch on|off|status   stop before any sysret that would go wrong
+  fault-watch on|off|status    stop at any exception's handler, frame decoded
+  info fault [--all]    the last exception caught (or every one recorded)
   gdbext-symbols FILE [OFFSET] symbols from an ELF for gdbext's lookups
 Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
 

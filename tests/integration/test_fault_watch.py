@@ -35,6 +35,10 @@ FAULTS = {
     "no-swapgs": (14, 0x2, 0, "64-bit"),
     "kernel-rsp": (14, 0x5, 3, "64-bit"),
     "sysret32": (14, 0x5, 3, "compatibility"),
+    "double-fault": (8, 0x0, 0, "64-bit"),
+    "iret-cs-rpl0": (13, 0x28, 0, "64-bit"),
+    "iret-ss-dpl0": (13, 0x10, 0, "64-bit"),
+    "iret-supervisor-page": (14, 0x15, 3, "64-bit"),
 }
 
 
@@ -113,8 +117,12 @@ def test_fault_caught_at_the_idt_handler_without_symbols(start, no_symbols_elf, 
     if vector == 13:
         assert r["decoded"]["index"] == code >> 3 and r["decoded"]["table"] == "GDT"
         if code:
-            # gdt-order: 0x28 is the user data descriptor the IRETQ was handed as CS.
-            assert r["descriptor"]["found"] and r["descriptor"]["fields"]["kind"] == "data"
+            # The descriptor the error code names (kernel/README.md): gdt-order hands
+            # its IRETQ the user data descriptor 0x28 as CS; iret-cs-rpl0 names the
+            # user code descriptor 0x28 (its RPL 0 is what is wrong); iret-ss-dpl0
+            # names the kernel data descriptor 0x10 as SS.
+            kind = {"gdt-order": "data", "iret-cs-rpl0": "code", "iret-ss-dpl0": "data"}[scenario]
+            assert r["descriptor"]["found"] and r["descriptor"]["fields"]["kind"] == kind
         else:
             assert r["descriptor"] is None
     if vector == 6:

@@ -73,10 +73,10 @@ def test_help_gdbext_lists_every_command_under_the_prefix():
     out = _gdb(f"source {INIT}", "help gdbext", env=_env())
     listed = [line.split(" -- ")[0] for line in out.splitlines() if line.startswith("gdbext ") and " -- " in line]
     for name in ("gdbext info", "gdbext pagewalk", "gdbext ptdump", "gdbext sysret-check", "gdbext sysret-watch",
-                 "gdbext symbols"):
+                 "gdbext symbols", "gdbext fault-watch"):
         assert name in listed, out
     out = _gdb(f"source {INIT}", "help gdbext info", env=_env())
-    for sub in ("gdt", "tss", "idt", "msr", "cpl"):
+    for sub in ("gdt", "tss", "idt", "msr", "cpl", "fault"):
         assert f"gdbext info {sub} -- " in out, out
 
 
