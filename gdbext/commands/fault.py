@@ -16,6 +16,13 @@ instruction after it, where the new IDTR is read and the gates again; and
 every stop the watch sees re-reads the 32 gates (one read) and compares.
 New handlers get breakpoints at once; breakpoints on handlers no vCPU uses
 any more do nothing and are deleted at the next stop of the guest.
+
+A ring-3 exception (with --user) is followed to its end under TCG: a
+one-shot breakpoint on the faulting RIP says whether the kernel ran that
+instruction again in the same address space (CR3's root) -- demand paging
+and copy-on-write do; a fault that kills the process (SIGSEGV) never does.
+Under KVM a breakpoint is an int3 written into guest memory, on a page that
+may not even be present yet: `resumed` stays unknown there.
 """
 from __future__ import annotations
 
@@ -41,10 +48,12 @@ from gdbext.x86.faults import (
 )
 from gdbext.x86.idt import decode_idt
 from gdbext.x86.insn import lidt_from_elf, scan_lidt
+from gdbext.x86.paging import CR3_ROOT_MASK
 
 EXCEPTION_VECTORS = 32
 GATE_BYTES = 16
 MAX_RECORDS = 64
+MAX_RESUME_WATCHES = 64      # faulting RIPs followed at once; past that, `resumed` stays unknown
 _ALL = tuple(range(EXCEPTION_VECTORS))
 
 
@@ -83,6 +92,31 @@ class FaultWatch:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)         # vector(s) -> CPL -> n
     records: deque[FaultReport] = field(default_factory=lambda: deque(maxlen=MAX_RECORDS))
     last: FaultReport | None = None
+    track_resume: bool = False                                              # TCG: follow CPL-3 faults
+    resume_breakpoints: dict[int, ResumeBreakpoint] = field(default_factory=dict)   # RIP -> breakpoint
+
+    def resumed(self, report: FaultReport) -> None:
+        """`report`'s faulting instruction ran again: say so in its record."""
+        done = dataclasses.replace(report, resumed=True)
+        for i, r in enumerate(self.records):
+            if r is report:
+                self.records[i] = done
+        if self.last is report:
+            self.last = done
+
+    def follow(self, report: FaultReport) -> FaultReport:
+        """A CPL-3 record, with `resumed` False until its RIP runs again (None: not followed)."""
+        if not self.track_resume or report.cr3 is None:
+            return report
+        bp = self.resume_breakpoints.get(report.rip)
+        if bp is None:
+            if len(self.resume_breakpoints) >= MAX_RESUME_WATCHES:
+                return report
+            bp = self.resume_breakpoints[report.rip] = ResumeBreakpoint(report.rip)
+        tracked = dataclasses.replace(report, resumed=False)
+        bp.waiting.append((report.cr3 & CR3_ROOT_MASK, tracked))
+        bp.enabled = True
+        return tracked
 
     def handler_vectors(self) -> dict[int, set[int]]:
         """Every handler address any vCPU uses for a watched vector -> those vectors."""
@@ -136,8 +170,10 @@ def _forget_watch(session: target.Session) -> None:
 def _disarm(watch: FaultWatch) -> None:
     _delete(watch.breakpoints.values())
     _delete(watch.lidt_breakpoints)
+    _delete(watch.resume_breakpoints.values())
     watch.breakpoints = {}
     watch.lidt_breakpoints = []
+    watch.resume_breakpoints = {}
     watch.armed = False
 
 
@@ -151,6 +187,10 @@ def _prune(*_event) -> None:
     used = watch.handler_vectors()
     for address in [a for a in watch.breakpoints if a not in used]:
         bp = watch.breakpoints.pop(address)
+        if bp.is_valid():
+            bp.delete()
+    for rip in [r for r, bp in watch.resume_breakpoints.items() if not bp.waiting]:
+        bp = watch.resume_breakpoints.pop(rip)
         if bp.is_valid():
             bp.delete()
 
@@ -279,6 +319,8 @@ class FaultBreakpoint(gdb.Breakpoint):
             gdb.write(f"fault-watch: check at {self.address:#x} failed: {exc}\n", gdb.STDERR)
             return True
         watch = _watch()
+        if report.cpl == 3:
+            report = watch.follow(report)
         watch.records.append(report)
         watch.last = report
         if not stop:
@@ -286,6 +328,36 @@ class FaultBreakpoint(gdb.Breakpoint):
         watch.stops += 1
         gdb.write("fault-watch: stopped at an exception\n" + fault_text(report) + "\n")
         return True
+
+
+class ResumeBreakpoint(gdb.Breakpoint):
+    """The RIP of ring-3 faults still waiting to be resumed: each waits for
+    that instruction to run again at CPL 3 under its own CR3 root."""
+
+    def __init__(self, rip: int):
+        super().__init__(f"*{rip:#x}", gdb.BP_BREAKPOINT, internal=True)
+        self.silent = True
+        self.waiting: list[tuple[int, FaultReport]] = []    # (CR3 root, record)
+
+    def stop(self) -> bool:
+        try:
+            frame = gdb.newest_frame()
+            if int(frame.read_register("cs")) & 3 != 3:
+                return False
+            root = int(frame.read_register("cr3")) & CR3_ROOT_MASK
+        except (gdb.error, ValueError):
+            return False
+        watch = _watch()
+        still = []
+        for waiting_root, report in self.waiting:
+            if waiting_root == root:
+                watch.resumed(report)
+            else:
+                still.append((waiting_root, report))
+        self.waiting = still
+        if not still:
+            self.enabled = False     # deleted at the next stop of the guest (not from stop())
+        return False
 
 
 class LidtDoneBreakpoint(gdb.Breakpoint):
@@ -368,6 +440,7 @@ def arm(vectors: tuple[int, ...], user: bool, record: bool) -> str:
     finally:
         original.switch()
     watch.vectors, watch.user, watch.record = vectors, user, record
+    watch.track_resume = user and not target.uses_kvm()
     watch.idts = idts
     watch.lidt_sites, watch.lidt_source = sites, source
     watch.idt_loads = watch.hits = watch.stops = watch.not_exceptions = 0

@@ -23,6 +23,7 @@ from gdbext.target.remote import (
     in_condition,
     in_stop_callback,
     require_qemu,
+    uses_kvm,
     selected_cpu,
     send_packet,
 )
@@ -41,6 +42,6 @@ from gdbext.target.snapshots import (
 __all__ = [
     "Session", "current", "drop", "on_drop", "peek", "in_condition", "known_msrs",
     "PHYS", "LiveRegisters", "TargetError", "connect_events", "forget_monitor", "hmp", "in_stop_callback",
-    "invalidate", "monitor_state", "phys_mode", "read_msrs", "require_qemu", "reset_phys_mode", "selected_cpu",
+    "invalidate", "monitor_state", "phys_mode", "read_msrs", "require_qemu", "uses_kvm", "reset_phys_mode", "selected_cpu",
     "send_packet", "snapshot", "stop_snapshot",
 ]

@@ -154,6 +154,8 @@ def test_record_never_stops_and_keeps_the_record(start, no_symbols_elf):
     assert [(r["vector"], r["error_code"], r["rip"], r["cpl"]) for r in doc["records"]] == [
         (truth.vector, truth.error, truth.rip, truth.cpl)]
     assert doc["counts"] == {"14": {"3": 1}}
+    # The kernel reported the fault and exited: the faulting fetch never ran again.
+    assert doc["records"][0]["resumed"] is False
     status = gdb.json("fault-watch status")
     assert status["record"] and status["stops"] == 0 and len(status["records"]) == 1
 
