@@ -64,6 +64,11 @@ LINUX_FIRST_LINE = r"Linux version \d"
 # image lost), which mean nothing in a log.
 _SERIAL_NOISE = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x00")
 
+
+def serial_clean(text: str) -> str:
+    """A serial log without screen control sequences and NULs (for reports)."""
+    return _SERIAL_NOISE.sub("", text)
+
 SCENARIO_FW_CFG_NAME = "opt/org.gdbext/scenario"
 QEMU_BINARY = "qemu-system-x86_64"
 DEFAULT_OVMF = Path("/usr/share/ovmf/OVMF.fd")
@@ -599,7 +604,7 @@ class Qemu:
 
     def serial_tail(self, lines: int = 15) -> str:
         """The last lines of COM1 that say something (no screen control, no NULs)."""
-        text = _SERIAL_NOISE.sub("", self.serial_text())
+        text = serial_clean(self.serial_text())
         return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
     def kernel_started(self) -> bool | None:

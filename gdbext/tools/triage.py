@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 
 from gdbext.rules.sysret import RULES
 from gdbext.tools import launch
+from gdbext.x86.bits import rflags_names
 from gdbext.x86.idt import EXCEPTION_NAMES
 
 EXIT_CLEAN, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
@@ -96,6 +98,8 @@ class Triage:
     exception: dict[str, Any] | None = None
     exit_code: int | None = None
     stopped_because: str = ""
+    # Where the vCPU was when the run ended: {"rip", "symbol", "instruction"}.
+    stop: dict[str, Any] | None = None
     guest_status: str = ""
     serial_log: str = ""
     state: dict[str, Any] = field(default_factory=dict)
@@ -115,6 +119,7 @@ class Triage:
     def to_json(self) -> dict[str, Any]:
         return {"findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
                 "guest_status": self.guest_status, "stopped_because": self.stopped_because,
+                "stop": self.stop,
                 "scenario": self.scenario, "serial_log": self.serial_log, "state": self.state,
                 "durations": self.durations, "errors": self.errors, "status": self.status}
 
@@ -164,6 +169,28 @@ def _symbolize(driver, address: int) -> str | None:
     except Exception:  # noqa: BLE001 - a missing symbol is only a missing name
         return None
     return None if not out or out.startswith("No symbol") else out.split(" in section")[0]
+
+
+# gdb's `x/i $pc`: "=> 0xffffffff800013dc <enable_sce+12>:\twrmsr"
+_X_I = re.compile(r"^(?:=>)?\s*(0x[0-9a-fA-F]+)(?:\s+<([^>]*)>)?:\s*(.*?)\s*$", re.MULTILINE)
+
+
+def parse_x_i(text: str) -> dict[str, Any] | None:
+    """{"rip", "symbol", "instruction"} from gdb's `x/i` output; None if it is not that."""
+    m = _X_I.search(text)
+    if m is None:
+        return None
+    return {"rip": int(m.group(1), 16), "symbol": m.group(2), "instruction": m.group(3) or None}
+
+
+def where(driver) -> dict[str, Any] | None:
+    """RIP, its symbol and the instruction there, as gdb disassembles it."""
+    try:
+        # gdb's code cache can hold bytes read before a physical-memory read.
+        driver.command("maint flush dcache", timeout=COMMAND_TIMEOUT)
+        return parse_x_i(driver.command("x/i $pc", timeout=COMMAND_TIMEOUT))
+    except Exception:  # noqa: BLE001 - an unreadable RIP is said as "not known"
+        return None
 
 
 def _exception_from_frame(driver) -> dict[str, Any]:
@@ -228,7 +255,22 @@ def collect_state(driver, extra_addresses: dict[str, int]) -> dict[str, Any]:
 # The run
 # ---------------------------------------------------------------------------
 
+def check_output_path(flag: str, path: Path | None) -> None:
+    """Refuse, before the guest boots, a report path that cannot be written."""
+    if path is None:
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise TriageError(f"{flag} {path}: is a directory")
+    if not parent.is_dir():
+        raise TriageError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TriageError(f"{flag} {path}: not writable")
+
+
 def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptions:
+    for flag, path in (("--json", args.json_path), ("--junit", args.junit), ("--serial", args.serial)):
+        check_output_path(flag, path)
     for label, path in (("EFI image", args.efi), ("kernel", args.kernel), ("initrd", args.initrd), ("ELF", args.elf)):
         if path is not None and not path.is_file():
             raise TriageError(f"{label} {path} not found")
@@ -310,16 +352,19 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
         _classify(driver, qemu, stop, fault_bp, until_bp, report)
         t = time.monotonic()
         if not driver.target_gone and qemu.running:
+            report.stop = where(driver)
             extra = {"exception.rip": report.exception["rip"]} if report.exception else {}
             report.state = collect_state(driver, extra)
         else:
             report.errors.append("the guest exited: no CPU state to collect")
         report.durations["collect"] = round(time.monotonic() - t, 3)
     finally:
+        # The log as it was where the guest stopped: once gdb detaches the
+        # guest runs on until QEMU is stopped, and would write past it.
+        report.serial_log = qemu.serial_text()
         if driver is not None:
             driver.close()
         qemu.stop()
-        report.serial_log = qemu.serial_text()
     if report.exception is None and report.stopped_because in ("guest-exit", "timeout"):
         report.exception = parse_fault_line(report.serial_log)
     report.durations["total"] = round(time.monotonic() - t_start, 3)
@@ -381,6 +426,27 @@ def _hex(value: int | None) -> str:
     return "-" if value is None else f"{value:#x}"
 
 
+def _location(where: dict[str, Any]) -> str:
+    """0xffffffff800013dc <enable_sce+12>: wrmsr"""
+    text = _hex(where.get("rip"))
+    if where.get("symbol"):
+        text += f" <{where['symbol']}>"
+    if where.get("instruction"):
+        text += f": {where['instruction']}"
+    return text
+
+
+def cpu_line(cpl: dict[str, Any]) -> str:
+    """`info cpl --json` in one line: numbers in hex, RFLAGS by flag name."""
+    rflags = cpl.get("rflags")
+    names = cpl.get("rflags_flags") or (rflags_names(rflags) if isinstance(rflags, int) else [])
+    parts = [f"CPL {cpl.get('cpl')}", f"{cpl.get('mode')} mode", f"IOPL {cpl.get('iopl')}",
+             f"IF {int(bool(cpl.get('if')))}", f"RFLAGS {_hex(rflags)} [{' '.join(names)}]",
+             f"CS {_hex(cpl.get('cs'))}", f"SS {_hex(cpl.get('ss'))}",
+             f"vCPU {cpl.get('cpu')}" + (" halted in HLT" if cpl.get("halted") else "")]
+    return ", ".join(parts)
+
+
 def text_report(report: Triage) -> str:
     verdict = {EXIT_CLEAN: "CLEAN", EXIT_FAILED: "FAILED"}[report.status]
     lines = [f"triage: {verdict}: stopped because {report.stopped_because}"
@@ -396,16 +462,18 @@ def text_report(report: Triage) -> str:
         lines.append(f"  exception: vector {e.get('vector')} {e.get('name')} error {_hex(e.get('error_code'))} "
                      f"rip {_hex(e.get('rip'))}{' <' + e['symbol'] + '>' if e.get('symbol') else ''} "
                      f"cs {_hex(e.get('cs'))} cr2 {_hex(e.get('cr2'))} (from the {e.get('source')})")
+    if report.stop:
+        lines.append(f"  stopped at: {_location(report.stop)}")
     cpl = report.state.get("info cpl")
     if isinstance(cpl, dict) and "error" not in cpl:
-        lines.append("  cpu: " + ", ".join(f"{k}={v}" for k, v in cpl.items() if not isinstance(v, (dict, list))))
+        lines.append(f"  cpu: {cpu_line(cpl)}")
     failed = [name for name, doc in report.state.items() if isinstance(doc, dict) and "error" in doc]
     if failed:
         lines.append("  not collected: " + "; ".join(f"{n}: {report.state[n]['error']}" for n in failed))
     for err in report.errors:
         lines.append(f"  note: {err}")
     lines.append("  durations: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.durations.items()))
-    tail = report.serial_log.strip().splitlines()[-8:]
+    tail = [line for line in launch.serial_clean(report.serial_log).splitlines() if line.strip()][-8:]
     if tail:
         lines.append("  serial log (last lines):")
         lines += [f"    {line}" for line in tail]
@@ -417,7 +485,8 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def xml_text(text: str) -> str:
-    return _NOT_XML.sub("?", text)
+    """Text JUnit XML can hold: no terminal escapes, no characters XML 1.0 refuses."""
+    return _NOT_XML.sub("?", launch.serial_clean(text))
 
 
 def junit_xml(report: Triage) -> str:
@@ -448,12 +517,13 @@ def junit_xml(report: Triage) -> str:
         exit_failure = "timeout: the guest neither exited nor stopped"
     elif report.guest_failed:
         exit_failure = f"guest exit status {report.exit_code} ({report.guest_status})"
-    case("guest exit", exit_failure, report.serial_log[-4000:] if exit_failure else "")
+    serial = launch.serial_clean(report.serial_log)
+    case("guest exit", exit_failure, serial[-4000:] if exit_failure else "")
     suite.set("tests", str(len(suite)))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("time", f"{report.durations.get('total', 0.0):.3f}")
-    ET.SubElement(suite, "system-out").text = xml_text(report.serial_log)
+    ET.SubElement(suite, "system-out").text = xml_text(serial)
     return ET.tostring(suite, encoding="unicode")
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -63,6 +65,16 @@ def test_broken_scenarios_report_their_rule(tmp_path, kernel_paths, scenario, ru
     assert report["state"]["info cpl"]["cpl"] == 0
     assert report["state"]["sysret-watch status"]["findings"] == 1
     assert "entries" in report["state"]["info gdt"]
+    # The text says where it stopped (the watched site), in hex, with its
+    # symbol and instruction, and RFLAGS by flag name, never as decimals.
+    stop = report["stop"]
+    assert stop["rip"] == found[rule]["address"] and stop["instruction"].startswith(kind)
+    assert f"  stopped at: {stop['rip']:#x} <{stop['symbol']}>: {kind}" in out, out
+    cpu = next(line for line in out.splitlines() if line.startswith("  cpu: "))
+    flags = " ".join(report["state"]["info cpl"]["rflags_flags"])
+    assert f"RFLAGS {report['state']['info cpl']['rflags']:#x} [{flags}]" in cpu, cpu
+    ours = out.split("  serial log (last lines):")[0]
+    assert not re.search(r"=\d{4,}", ours), "a number printed in decimal"
 
 
 @pytest.mark.qemu
@@ -145,9 +157,6 @@ def test_junit_marks_timeout_and_findings():
     assert triage.Triage(scenario="ok", exit_code=33, stopped_because="guest-exit").status == 0
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-v"]))
-
 
 def test_junit_survives_firmware_escape_codes():
     # OVMF writes ANSI escapes (ESC is not allowed in XML 1.0) to the serial port.
@@ -156,3 +165,35 @@ def test_junit_survives_firmware_escape_codes():
     suite = ET.fromstring(triage.junit_xml(r))
     assert "loading" in suite.find("system-out").text
     assert "35" in junit_failures(suite)["guest exit"]
+    assert "\x1b" not in ET.tostring(suite, encoding="unicode")
+    assert "?[0m" not in suite.find("system-out").text
+
+
+def test_x_i_output_parsed():
+    assert triage.parse_x_i("=> 0xffffffff800013ec <setup_syscall+108>:\twrmsr\n") == {
+        "rip": 0xffffffff800013ec, "symbol": "setup_syscall+108", "instruction": "wrmsr"}
+    assert triage.parse_x_i("=> 0xfff0:\tjmp    0xf000:0xe05b\n") == {
+        "rip": 0xfff0, "symbol": None, "instruction": "jmp    0xf000:0xe05b"}
+    assert triage.parse_x_i("Cannot access memory at address 0x0\n") is None
+
+
+def test_cpu_line_in_hex_with_flag_names():
+    line = triage.cpu_line({"cpu": 0, "cpl": 3, "mode": "64-bit", "iopl": 0, "if": True, "rflags": 0x246,
+                            "rflags_flags": ["PF", "ZF", "IF"], "cs": 0x2B, "ss": 0x23, "halted": False})
+    assert line == "CPL 3, 64-bit mode, IOPL 0, IF 1, RFLAGS 0x246 [PF ZF IF], CS 0x2b, SS 0x23, vCPU 0"
+
+
+@pytest.mark.parametrize("flag", ["--json", "--junit", "--serial"])
+def test_output_paths_refused_before_the_guest_boots(tmp_path, capsys, flag):
+    # A path in a missing directory, and one that is a directory: exit 2 at
+    # once (no QEMU is started: the bundled kernel would take seconds).
+    for path, words in ((tmp_path / "missing" / "out", "does not exist"), (tmp_path, "is a directory")):
+        t0 = time.monotonic()
+        assert triage.main(["--scenario", "ok", flag, str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and flag in err and words in err, err
+        assert time.monotonic() - t0 < 1.0
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
