@@ -35,7 +35,7 @@ from typing import Any
 
 from gdbext.rules.sysret import RULES
 from gdbext.tools import launch
-from gdbext.x86.bits import rflags_names
+from gdbext.x86.bits import RFLAGS_IF, rflags_names
 from gdbext.x86.idt import EXCEPTION_NAMES
 
 EXIT_CLEAN, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
@@ -58,6 +58,12 @@ FAULT_LINE = re.compile(r"FAULT vector=(\d+)(?: \(([^)]*)\))? error=(0x[0-9a-fA-
 
 COMMAND_TIMEOUT = 20.0
 EXIT_WAIT_SECONDS = 5.0
+DEFAULT_TIMEOUT = 60.0
+
+# A hang is described from a few samples of the vCPU: interrupted, read,
+# continued for a moment, HANG_SAMPLES times.
+HANG_SAMPLES = 5
+HANG_SAMPLE_RUN = 0.1
 
 
 class TriageError(Exception):
@@ -80,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--append")
     p.add_argument("--elf", type=Path, help="symbols for gdb (default: the bundled kernel.elf)")
     p.add_argument("--until", help="stop cleanly here: SYMBOL or *ADDRESS")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds the guest may run (default 60)")
+    p.add_argument("--timeout", type=float, help=f"seconds the guest may run before that counts as a hang"
+                   f" (default {DEFAULT_TIMEOUT:g}); a failure")
+    p.add_argument("--run-for", type=float, metavar="SECONDS",
+                   help="run this long; a guest still running then is clean (for kernels that never exit)")
     p.add_argument("--json", dest="json_path", type=Path, help="write the JSON report here")
     p.add_argument("--junit", type=Path, help="write JUnit XML here")
     p.add_argument("--serial", type=Path, help="keep the serial log in this file")
@@ -100,6 +109,13 @@ class Triage:
     stopped_because: str = ""
     # Where the vCPU was when the run ended: {"rip", "symbol", "instruction"}.
     stop: dict[str, Any] | None = None
+    # Why a timeout is one ("did not exit", "did not reach --until"), and the
+    # seconds allowed; run_for: the --run-for seconds a clean run lasted.
+    timeout_reason: str = ""
+    limit_seconds: float | None = None
+    run_for: float | None = None
+    # Where a hung vCPU spins (describe_hang); None unless stopped_because is "timeout".
+    hang: dict[str, Any] | None = None
     guest_status: str = ""
     serial_log: str = ""
     state: dict[str, Any] = field(default_factory=dict)
@@ -119,7 +135,8 @@ class Triage:
     def to_json(self) -> dict[str, Any]:
         return {"findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
                 "guest_status": self.guest_status, "stopped_because": self.stopped_because,
-                "stop": self.stop,
+                "stop": self.stop, "timeout_reason": self.timeout_reason,
+                "limit_seconds": self.limit_seconds, "run_for": self.run_for, "hang": self.hang,
                 "scenario": self.scenario, "serial_log": self.serial_log, "state": self.state,
                 "durations": self.durations, "errors": self.errors, "status": self.status}
 
@@ -274,8 +291,11 @@ def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptio
     for label, path in (("EFI image", args.efi), ("kernel", args.kernel), ("initrd", args.initrd), ("ELF", args.elf)):
         if path is not None and not path.is_file():
             raise TriageError(f"{label} {path} not found")
-    if args.timeout <= 0:
-        raise TriageError("--timeout must be positive")
+    if args.run_for is not None and args.timeout is not None:
+        raise TriageError("--run-for and --timeout exclude each other: --run-for ends cleanly, --timeout fails")
+    for flag, value in (("--timeout", args.timeout), ("--run-for", args.run_for)):
+        if value is not None and not value > 0:
+            raise TriageError(f"{flag} must be positive")
     opts = launch.QemuOptions(
         scenario=args.scenario or "ok", gdb_port=0, wait=True, serial_path=args.serial,
         efi_image=args.efi, kernel=args.kernel, initrd=args.initrd, append=args.append,
@@ -301,6 +321,63 @@ def _break(driver, location: str) -> int | None:
         return None
     m = re.search(r"Breakpoint (\d+) at", out)
     return int(m.group(1)) if m else None
+
+
+def describe_hang(driver, samples: int = HANG_SAMPLES) -> dict[str, Any]:
+    """Where a guest that did not stop spins: RIP, symbol, instruction, HLT and IF.
+
+    Called with the guest stopped.  Reads vCPU 0 `samples` times (QEMU's
+    `info registers` for HLT and RFLAGS.IF, gdb's x/i for the instruction),
+    letting it run HANG_SAMPLE_RUN seconds between reads.  If the guest
+    stops by itself meanwhile (a breakpoint), sampling ends there: that
+    stop is reported in "interrupted_by".
+    """
+    from gdbext.model.qemu_text import captured_text, parse_info_registers
+
+    taken: list[dict[str, Any]] = []
+    hang: dict[str, Any] = {"samples": taken, "interrupted_by": None}
+    for _ in range(samples):
+        # Run first each time: where the run itself was cut off is biased
+        # (an interrupt lands where gdb can take it).
+        stop = driver.resume_until_stop(HANG_SAMPLE_RUN)
+        if stop is not None:
+            hang["interrupted_by"] = stop.reason or "a stop"
+            break
+        sample: dict[str, Any] = dict(where(driver) or {})
+        try:
+            regs = parse_info_registers(captured_text(driver.command("monitor info registers 0",
+                                                                     timeout=COMMAND_TIMEOUT)))
+        except Exception as exc:  # noqa: BLE001 - a missing sample is said, not fatal
+            sample["error"] = f"info registers: {exc}"
+        else:
+            rflags = regs.regs.get("rfl", regs.regs.get("efl", 0))
+            sample.update(rip=sample.get("rip", regs.regs.get("rip", regs.regs.get("eip"))),
+                          halted=regs.halted, cpl=regs.cpl, mode=regs.mode_hint,
+                          **{"if": bool(rflags & RFLAGS_IF)})
+        taken.append(sample)
+    good = [t for t in taken if "halted" in t]
+    rips = list(dict.fromkeys(t["rip"] for t in taken if t.get("rip") is not None))
+    # The sample most others share the RIP of (the first of them on a tie).
+    at = max(good, key=lambda t: sum(u.get("rip") == t.get("rip") for u in good)) if good else None
+    hang.update(rips=rips, halted=bool(good) and all(t["halted"] for t in good), at=at,
+                cpl=at["cpl"] if at else None, **{"if": at["if"] if at else None})
+    return hang
+
+
+def hang_text(hang: dict[str, Any]) -> str:
+    """vCPU 0 halted (HLT) with IF 0, CPL 0, at 0x1000 <halt>: hlt (5 samples, 1 RIP)"""
+    n = len(hang.get("samples", []))
+    if not any("halted" in t for t in hang.get("samples", [])):
+        return f"vCPU 0 could not be sampled ({n} attempt(s))"
+    state = "halted (HLT)" if hang["halted"] else "spinning, not halted"
+    text = f"vCPU 0 {state}; at {_location(hang['at'])} with IF {int(bool(hang['if']))}, CPL {hang['cpl']}"
+    rips = hang.get("rips", [])
+    text += f" ({n} sample(s), {len(rips)} distinct RIP(s)"
+    if len(rips) > 1:
+        text += ": " + " ".join(_hex(r) for r in rips[:6])
+    if hang.get("interrupted_by"):
+        text += f"; sampling ended by a stop: {hang['interrupted_by']}"
+    return text + ")"
 
 
 def _watch_status(driver) -> dict[str, Any]:
@@ -346,15 +423,31 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
             until_bp = _break(driver, args.until)
             if until_bp is None:
                 raise TriageError(f"--until {args.until}: gdb cannot place a breakpoint there")
+        report.limit_seconds = args.run_for or args.timeout or DEFAULT_TIMEOUT
         t = time.monotonic()
-        stop = driver.resume_until_stop(args.timeout)
+        stop = _run_guest(driver, report.limit_seconds)
         report.durations["run"] = round(time.monotonic() - t, 3)
-        _classify(driver, qemu, stop, fault_bp, until_bp, report)
+        _classify(driver, qemu, stop, fault_bp, until_bp, report, args)
+        watch_before = None
+        if report.stopped_because == "timeout" and not driver.target_gone and qemu.running:
+            t = time.monotonic()
+            # The watch's breakpoints would catch every sample at a watched
+            # site (an interrupt lands in their stop()): sample without them.
+            if not args.no_watch:
+                watch_before = _watch_status(driver)
+                if watch_before.get("armed"):
+                    driver.command("sysret-watch off", timeout=COMMAND_TIMEOUT)
+                    report.errors.append("sysret-watch was turned off after the timeout, to sample where the "
+                                         "vCPU runs; its status is from before")
+            report.hang = describe_hang(driver)
+            report.durations["hang_samples"] = round(time.monotonic() - t, 3)
         t = time.monotonic()
         if not driver.target_gone and qemu.running:
             report.stop = where(driver)
             extra = {"exception.rip": report.exception["rip"]} if report.exception else {}
             report.state = collect_state(driver, extra)
+            if watch_before is not None and "error" not in watch_before:
+                report.state["sysret-watch status"] = watch_before
         else:
             report.errors.append("the guest exited: no CPU state to collect")
         report.durations["collect"] = round(time.monotonic() - t, 3)
@@ -371,6 +464,12 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
     return report
 
 
+def _run_guest(driver, limit: float):
+    """Run the guest until it stops by itself (a Stop) or `limit` seconds
+    pass (None; the guest is then interrupted, so it is stopped either way)."""
+    return driver.resume_until_stop(limit)
+
+
 def _arm(driver, args: argparse.Namespace, report: Triage) -> None:
     if args.no_watch:
         return
@@ -381,10 +480,18 @@ def _arm(driver, args: argparse.Namespace, report: Triage) -> None:
 
 
 def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: int | None,
-              report: Triage) -> None:
+              report: Triage, args: argparse.Namespace) -> None:
     """Why the guest stopped, and what that says."""
     if stop is None:
-        report.stopped_because = "timeout"
+        if args.run_for is not None:
+            # A kernel that runs on (an OS idling, a server loop) is healthy.
+            report.stopped_because = "ran-for"
+            report.run_for = args.run_for
+            report.guest_status = f"ran {args.run_for:g} s, still running"
+        else:
+            report.stopped_because = "timeout"
+            report.timeout_reason = f"did not reach --until {args.until}" if args.until else "did not exit"
+            report.guest_status = f"{report.timeout_reason} within {report.limit_seconds:g} s"
         return
     if stop.reason == "exited" or driver.target_gone:
         report.stopped_because = "guest-exit"
@@ -449,10 +556,15 @@ def cpu_line(cpl: dict[str, Any]) -> str:
 
 def text_report(report: Triage) -> str:
     verdict = {EXIT_CLEAN: "CLEAN", EXIT_FAILED: "FAILED"}[report.status]
-    lines = [f"triage: {verdict}: stopped because {report.stopped_because}"
+    because = report.stopped_because
+    if because in ("timeout", "ran-for"):
+        because += f": the guest {report.guest_status}"
+    lines = [f"triage: {verdict}: stopped because {because}"
              + (f" (scenario {report.scenario})" if report.scenario else "")]
     if report.exit_code is not None:
         lines.append(f"  guest exit: status {report.exit_code} ({report.guest_status})")
+    if report.hang:
+        lines.append(f"  hang: {hang_text(report.hang)}")
     for f in report.findings:
         lines.append(f"  finding {f.get('severity', 'error'):7} {f['rule']:17} {f.get('message', '')}")
         if f.get("consequence"):
@@ -514,7 +626,9 @@ def junit_xml(report: Triage) -> str:
                                 f"at {_hex(e.get('rip'))}")
     exit_failure = None
     if report.stopped_because == "timeout":
-        exit_failure = "timeout: the guest neither exited nor stopped"
+        exit_failure = f"timeout: the guest {report.guest_status or 'neither exited nor stopped'}"
+        if report.hang:
+            exit_failure += f"; {hang_text(report.hang)}"
     elif report.guest_failed:
         exit_failure = f"guest exit status {report.exit_code} ({report.guest_status})"
     serial = launch.serial_clean(report.serial_log)
@@ -553,7 +667,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("triage: error: interrupted", file=sys.stderr)
         return EXIT_UNUSABLE
-    print(text_report(report))
+    try:
+        print(text_report(report), flush=True)
+    except BrokenPipeError:  # `triage ... | head`: the files below still get written
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit, as stdout would
     try:
         if args.json_path:
             args.json_path.write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n")

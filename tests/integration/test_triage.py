@@ -103,12 +103,36 @@ def test_until_stops_cleanly_and_keeps_the_serial_log(tmp_path, kernel_paths):
 
 
 @pytest.mark.qemu
-def test_a_hang_is_cut_off_and_reported(tmp_path, kernel_paths):
-    code, report, suite, out = run_triage(tmp_path, "--scenario", "spin", "--timeout", "8")
+def test_a_hang_is_cut_off_and_says_where_it_spins(tmp_path, kernel_paths):
+    # spin makes system calls forever: under --timeout that is a hang, and
+    # the report says where the vCPU runs.  The oracle for "user program" is
+    # the ELF's own symbol table (user_* functions linked below the kernel).
+    code, report, suite, out = run_triage(tmp_path, "--scenario", "spin", "--timeout", "6")
     assert code == 1, out
-    assert report["stopped_because"] == "timeout"
-    assert "timeout" in junit_failures(suite)["guest exit"]
+    assert report["stopped_because"] == "timeout" and report["timeout_reason"] == "did not exit"
+    assert "did not exit within 6 s" in out.splitlines()[0]
+    failure = junit_failures(suite)["guest exit"]
+    assert "timeout" in failure and "did not exit" in failure
     assert report["durations"]["run"] < 20
+    hang = report["hang"]
+    samples = [t for t in hang["samples"] if "halted" in t]
+    assert len(samples) >= 3 and not hang["halted"] and not any(t["halted"] for t in samples)
+    user = [t for t in samples if t["rip"] < 1 << 47]
+    assert user, f"no sample in the user program: {samples}"
+    assert all(t["cpl"] == 3 and t["symbol"] and t["symbol"].startswith("user_") for t in user), user
+    assert all(t["symbol"] and t["instruction"] for t in samples)
+    assert "hang: vCPU 0 spinning, not halted; at 0x" in out
+
+
+@pytest.mark.qemu
+def test_run_for_a_guest_that_runs_on_is_clean(tmp_path, kernel_paths):
+    code, report, suite, out = run_triage(tmp_path, "--scenario", "spin", "--run-for", "4")
+    assert code == 0, out
+    assert report["stopped_because"] == "ran-for" and report["run_for"] == 4 and report["hang"] is None
+    assert "CLEAN" in out.splitlines()[0] and "ran 4 s, still running" in out.splitlines()[0]
+    assert suite.get("failures") == "0"
+    assert report["state"]["sysret-watch status"]["checks"] > 0   # it was watched all along
+    assert "[kernel] scenario: spin" in report["serial_log"]
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -116,6 +140,8 @@ def test_a_hang_is_cut_off_and_reported(tmp_path, kernel_paths):
     (["--bogus-flag"], "unrecognized arguments"),
     (["--scenario", "nope"], "unknown scenario"),
     (["--scenario", "ok", "--efi", "x.efi"], "not allowed with"),
+    (["--run-for", "5", "--timeout", "5"], "exclude each other"),
+    (["--run-for", "0"], "must be positive"),
 ])
 def test_unusable_input_exits_2_with_one_line(capsys, argv, words):
     assert triage.main(argv) == 2
