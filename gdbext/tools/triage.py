@@ -81,9 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     boot = p.add_mutually_exclusive_group()
     boot.add_argument("--scenario", help=f"a bundled-kernel scenario ({', '.join(launch.SCENARIOS)}); default ok")
     boot.add_argument("--efi", type=Path, help="boot this EFI application (or .img FAT image) under OVMF")
-    boot.add_argument("--kernel", type=Path, help="boot this Linux bzImage directly")
-    p.add_argument("--initrd", type=Path)
-    p.add_argument("--append")
+    boot.add_argument("--kernel", type=Path, help="boot this Linux bzImage or Multiboot v1 image (QEMU's -kernel)")
+    boot.add_argument("--drive", type=Path, help="boot this raw disk image (the guest's writes are not kept)")
+    boot.add_argument("--cdrom", type=Path, help="boot this ISO image")
+    p.add_argument("--firmware", choices=launch.FIRMWARES,
+                   help="for --drive/--cdrom: bios (SeaBIOS, the default) or uefi (OVMF)")
+    p.add_argument("--initrd", type=Path, help="with --kernel: the initrd (Linux) or first module (Multiboot)")
+    p.add_argument("--append", help="with --kernel: its command line (default for Linux: console=ttyS0)")
     p.add_argument("--elf", type=Path, help="symbols for gdb (default: the bundled kernel.elf)")
     p.add_argument("--until", help="stop cleanly here: SYMBOL or *ADDRESS")
     p.add_argument("--timeout", type=float, help=f"seconds the guest may run before that counts as a hang"
@@ -103,6 +107,8 @@ class Triage:
     """Everything the report says; to_json() is the --json document."""
 
     scenario: str | None
+    # What was booted: {"medium", "image", "kernel_kind", "firmware", "append", "console_appended"}.
+    boot: dict[str, Any] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
     exception: dict[str, Any] | None = None
     exit_code: int | None = None
@@ -133,7 +139,7 @@ class Triage:
         return EXIT_CLEAN
 
     def to_json(self) -> dict[str, Any]:
-        return {"findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
+        return {"boot": self.boot, "findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
                 "guest_status": self.guest_status, "stopped_because": self.stopped_because,
                 "stop": self.stop, "timeout_reason": self.timeout_reason,
                 "limit_seconds": self.limit_seconds, "run_for": self.run_for, "hang": self.hang,
@@ -288,9 +294,12 @@ def check_output_path(flag: str, path: Path | None) -> None:
 def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptions:
     for flag, path in (("--json", args.json_path), ("--junit", args.junit), ("--serial", args.serial)):
         check_output_path(flag, path)
-    for label, path in (("EFI image", args.efi), ("kernel", args.kernel), ("initrd", args.initrd), ("ELF", args.elf)):
+    for label, path in (("EFI image", args.efi), ("kernel", args.kernel), ("drive image", args.drive),
+                        ("cdrom image", args.cdrom), ("initrd", args.initrd), ("ELF", args.elf)):
         if path is not None and not path.is_file():
             raise TriageError(f"{label} {path} not found")
+    if args.firmware is not None and args.drive is None and args.cdrom is None:
+        raise TriageError("--firmware is for --drive or --cdrom (--efi always boots under OVMF)")
     if args.run_for is not None and args.timeout is not None:
         raise TriageError("--run-for and --timeout exclude each other: --run-for ends cleanly, --timeout fails")
     for flag, value in (("--timeout", args.timeout), ("--run-for", args.run_for)):
@@ -298,8 +307,8 @@ def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptio
             raise TriageError(f"{flag} must be positive")
     opts = launch.QemuOptions(
         scenario=args.scenario or "ok", gdb_port=0, wait=True, serial_path=args.serial,
-        efi_image=args.efi, kernel=args.kernel, initrd=args.initrd, append=args.append,
-        extra_args=list(qemu_args))
+        efi_image=args.efi, kernel=args.kernel, initrd=args.initrd, append=_append(args),
+        drive=args.drive, cdrom=args.cdrom, firmware=args.firmware, extra_args=list(qemu_args))
     try:
         opts.validate()
     except launch.LaunchError as exc:
@@ -307,8 +316,34 @@ def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptio
     return opts
 
 
+LINUX_CONSOLE = "console=ttyS0"
+
+
+def _append(args: argparse.Namespace) -> str | None:
+    """--append, or for a Linux bzImage without one console=ttyS0: Linux
+    prints nothing on the serial port unless told to, and the serial log is
+    half of a report."""
+    if args.append is not None or args.kernel is None:
+        return args.append
+    try:
+        kind = launch.kernel_image_kind(args.kernel)
+    except OSError as exc:
+        raise TriageError(f"kernel {args.kernel}: {exc.strerror}") from None
+    return LINUX_CONSOLE if kind == "linux" else None
+
+
+def boot_summary(args: argparse.Namespace, opts: launch.QemuOptions) -> dict[str, Any]:
+    medium, image = next(((m, i) for m, i in (("efi", args.efi), ("kernel", args.kernel), ("drive", args.drive),
+                                              ("cdrom", args.cdrom)) if i is not None), ("bundled", None))
+    return {"medium": medium, "image": None if image is None else str(image),
+            "kernel_kind": launch.kernel_image_kind(args.kernel) if args.kernel else None,
+            "firmware": ("uefi" if medium in ("efi", "bundled") else "bios" if medium == "kernel"
+                         else opts.firmware or "bios"),
+            "append": opts.append, "console_appended": args.append is None and opts.append == LINUX_CONSOLE}
+
+
 def _bundled(args: argparse.Namespace) -> bool:
-    return args.efi is None and args.kernel is None
+    return args.efi is None and args.kernel is None and args.drive is None and args.cdrom is None
 
 
 def _break(driver, location: str) -> int | None:
@@ -391,7 +426,7 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
     t_start = time.monotonic()
     opts = _options(args, qemu_args)
     elf = args.elf
-    report = Triage(scenario=opts.scenario if _bundled(args) else None)
+    report = Triage(scenario=opts.scenario if _bundled(args) else None, boot=boot_summary(args, opts))
     try:
         if _bundled(args):
             paths = launch.build_kernel()
@@ -561,6 +596,14 @@ def text_report(report: Triage) -> str:
         because += f": the guest {report.guest_status}"
     lines = [f"triage: {verdict}: stopped because {because}"
              + (f" (scenario {report.scenario})" if report.scenario else "")]
+    if report.boot and report.boot.get("medium") != "bundled":
+        b = report.boot
+        kind = {"linux": "Linux bzImage", "multiboot": "Multiboot image", "unknown": "kernel image"}.get(
+            b.get("kernel_kind") or "", b["medium"])
+        line = f"  boot: {kind} {b.get('image')} under {b.get('firmware')}"
+        if b.get("console_appended"):
+            line += f"; {LINUX_CONSOLE} appended (no --append given)"
+        lines.append(line)
     if report.exit_code is not None:
         lines.append(f"  guest exit: status {report.exit_code} ({report.guest_status})")
     if report.hang:
