@@ -65,6 +65,14 @@ DEFAULT_TIMEOUT = 60.0
 HANG_SAMPLES = 5
 HANG_SAMPLE_RUN = 0.1
 
+# A watch that cannot arm at attach (paging off, no SYSRET mapped yet: Linux
+# still in its decompressor) is tried again while the guest runs in slices
+# of ARM_SLICE seconds: at a stop where paging is on and the paging state
+# (CR3, RIP's half) changed since the last try, or ARM_RETRY seconds later.
+ARM_SLICE = 0.3
+ARM_RETRY = 2.0
+CR0_PG = 1 << 31  # Intel SDM Vol. 3A 2.5 "Control Registers"
+
 
 class TriageError(Exception):
     """The triage could not run (exit status 2); the message is one line."""
@@ -109,6 +117,10 @@ class Triage:
     scenario: str | None
     # What was booted: {"medium", "image", "kernel_kind", "firmware", "append", "console_appended"}.
     boot: dict[str, Any] = field(default_factory=dict)
+    # sysret-watch: {"armed", "armed_at_s" (seconds into the run; 0 at
+    # attach), "paging" (CR0.PG when it armed), "sites", "wrmsr_sites",
+    # "source", "attempts", "last_error"}.
+    watch: dict[str, Any] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
     exception: dict[str, Any] | None = None
     exit_code: int | None = None
@@ -139,7 +151,7 @@ class Triage:
         return EXIT_CLEAN
 
     def to_json(self) -> dict[str, Any]:
-        return {"boot": self.boot, "findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
+        return {"boot": self.boot, "watch": self.watch, "findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
                 "guest_status": self.guest_status, "stopped_because": self.stopped_because,
                 "stop": self.stop, "timeout_reason": self.timeout_reason,
                 "limit_seconds": self.limit_seconds, "run_for": self.run_for, "hang": self.hang,
@@ -450,7 +462,8 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
             raise TriageError(f"gdb could not attach: {exc}") from None
         report.durations["attach_gdb"] = round(time.monotonic() - t, 3)
         t = time.monotonic()
-        _arm(driver, args, report)
+        arming = Arming(driver, args, report)
+        arming.attempt(0.0)
         report.durations["arm"] = round(time.monotonic() - t, 3)
         fault_bp = next((n for n in (_break(driver, s) for s in FAULT_SYMBOLS) if n is not None), None)
         until_bp = None
@@ -460,7 +473,7 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
                 raise TriageError(f"--until {args.until}: gdb cannot place a breakpoint there")
         report.limit_seconds = args.run_for or args.timeout or DEFAULT_TIMEOUT
         t = time.monotonic()
-        stop = _run_guest(driver, report.limit_seconds)
+        stop = _run_guest(driver, report.limit_seconds, arming)
         report.durations["run"] = round(time.monotonic() - t, 3)
         _classify(driver, qemu, stop, fault_bp, until_bp, report, args)
         watch_before = None
@@ -499,19 +512,84 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
     return report
 
 
-def _run_guest(driver, limit: float):
+def _run_guest(driver, limit: float, arming: Arming):
     """Run the guest until it stops by itself (a Stop) or `limit` seconds
-    pass (None; the guest is then interrupted, so it is stopped either way)."""
-    return driver.resume_until_stop(limit)
+    pass (None; the guest is then interrupted, so it is stopped either way).
+    While the watch is not armed, run in slices and try to arm between them."""
+    start = time.monotonic()
+    while True:
+        left = limit - (time.monotonic() - start)
+        if left <= 0:
+            return None
+        if not arming.pending:
+            return driver.resume_until_stop(left)
+        stop = driver.resume_until_stop(min(ARM_SLICE, left))
+        if stop is not None:
+            return stop
+        arming.attempt(time.monotonic() - start)
 
 
-def _arm(driver, args: argparse.Namespace, report: Triage) -> None:
-    if args.no_watch:
-        return
-    try:
-        driver.command("sysret-watch on" + (" --warnings" if args.warnings else ""), timeout=60)
-    except Exception as exc:  # noqa: BLE001 - a kernel with no sysret is still worth running
-        report.errors.append(f"sysret-watch on: {exc}")
+class Arming:
+    """`sysret-watch on`, at attach and, until it works, between run slices."""
+
+    def __init__(self, driver, args: argparse.Namespace, report: Triage):
+        self.driver = driver
+        self.command = "sysret-watch on" + (" --warnings" if args.warnings else "")
+        self.report = report
+        self.pending = not args.no_watch
+        self._last_key: tuple | None = None
+        self._last_try = 0.0
+        report.watch = {"armed": False, "attempts": 0, "last_error": "--no-watch" if args.no_watch else None}
+
+    def _paging_key(self) -> tuple[bool, int, bool] | None:
+        """(CR0.PG, CR3's table address, RIP in the upper half), read from gdb's registers."""
+        try:
+            cr0, cr3, rip = (int(self.driver.command(f"output/x ${r}", timeout=COMMAND_TIMEOUT).strip(), 16)
+                             for r in ("cr0", "cr3", "pc"))
+        except Exception:  # noqa: BLE001 - unreadable now: try at the next slice
+            return None
+        return bool(cr0 & CR0_PG), cr3 & ~0xFFF, bool(rip >> 63)
+
+    def attempt(self, at: float) -> bool:
+        """Try to arm (`at`: seconds into the run); True once armed."""
+        if not self.pending:
+            return self.report.watch.get("armed", False)
+        key = self._paging_key()
+        first = self.report.watch["attempts"] == 0
+        # After the first try: the scan needs page tables, and a retry in the
+        # same paging state finds what the last one did: wait for a change.
+        if not first and (key is None or not key[0]
+                          or (key == self._last_key and at - self._last_try < ARM_RETRY)):
+            return False
+        self._last_key, self._last_try = key, at
+        self.report.watch["attempts"] += 1
+        try:
+            text = self.driver.command(self.command, timeout=120)
+        except Exception as exc:  # noqa: BLE001 - a kernel with no sysret (yet) is still worth running
+            self.report.watch["last_error"] = str(exc).removeprefix("sysret-watch: ")
+            return False
+        self.pending = False
+        status = _watch_status(self.driver)
+        m = re.search(r"site\(s\) from (.*?); stops on", text)
+        self.report.watch.update(
+            armed=True, armed_at_s=round(at, 3), paging=None if key is None else key[0],
+            sites=len(status.get("sites", [])), wrmsr_sites=len(status.get("wrmsr_sites", [])),
+            source=m.group(1) if m else None, last_error=None)
+        return True
+
+
+def watch_text(w: dict[str, Any]) -> str | None:
+    """sysret-watch: armed 3.2 s into the run (paging on), 4 sysret site(s) from ..."""
+    if not w or w.get("last_error") == "--no-watch":
+        return None
+    if not w.get("armed"):
+        return (f"never armed ({w.get('attempts', 0)} attempt(s)); last: {w.get('last_error')}")
+    when = "at attach" if not w.get("armed_at_s") else f"{w['armed_at_s']:.1f} s into the run"
+    paging = {True: "paging on", False: "paging off: breakpoints by address", None: "paging not known"}[
+        w.get("paging")]
+    return (f"armed {when} ({paging}), {w.get('sites')} sysret site(s), {w.get('wrmsr_sites')} wrmsr site(s)"
+            + (f" from {w['source']}" if w.get("source") else "")
+            + (f", after {w['attempts']} attempts" if w.get("attempts", 1) > 1 else ""))
 
 
 def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: int | None,
@@ -604,6 +682,8 @@ def text_report(report: Triage) -> str:
         if b.get("console_appended"):
             line += f"; {LINUX_CONSOLE} appended (no --append given)"
         lines.append(line)
+    if watch_text(report.watch):
+        lines.append(f"  sysret-watch: {watch_text(report.watch)}")
     if report.exit_code is not None:
         lines.append(f"  guest exit: status {report.exit_code} ({report.guest_status})")
     if report.hang:
