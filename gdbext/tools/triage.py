@@ -56,6 +56,14 @@ FRAME_INDEX = {"vector": 15, "error_code": 16, "rip": 17, "cs": 18, "rflags": 19
 FAULT_LINE = re.compile(r"FAULT vector=(\d+)(?: \(([^)]*)\))? error=(0x[0-9a-fA-F]+|0) cr2=(0x[0-9a-fA-F]+|0)"
                         r" rip=(0x[0-9a-fA-F]+|0)(?: cs=(0x[0-9a-fA-F]+|0))?")
 
+# Where the report's exception can come from, in the order they are
+# believed: the bundled kernel's fault_report breakpoint (the frame it was
+# handed), gdbext's IDT breakpoints (`fault-watch`, any kernel: a stop at a
+# handler's first instruction), QEMU's own -d int log (`fault-chain`: also
+# deliveries that failed, up to a triple fault), and last the bundled
+# kernel's FAULT line in the serial log.  An exception's "source" names one.
+FAULT_SOURCES = ("kernel-report", "idt-breakpoint", "qemu-log", "serial log")
+
 COMMAND_TIMEOUT = 20.0
 EXIT_WAIT_SECONDS = 5.0
 DEFAULT_TIMEOUT = 60.0
@@ -107,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serial", type=Path, help="keep the serial log in this file")
     p.add_argument("--warnings", action="store_true", help="sysret-watch stops on warnings too")
     p.add_argument("--no-watch", action="store_true", help="do not arm sysret-watch")
+    p.add_argument("--user-faults", action="store_true",
+                   help="an exception taken in ring 3 is a finding too (by default the kernel handles it)")
     return p
 
 
@@ -123,6 +133,11 @@ class Triage:
     watch: dict[str, Any] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
     exception: dict[str, Any] | None = None
+    # How exceptions could be caught this run, by source (see FAULT_SOURCES),
+    # and what the IDT breakpoints recorded and the QEMU log chained.
+    fault_capture: dict[str, str] = field(default_factory=dict)
+    fault_records: list[dict[str, Any]] = field(default_factory=list)
+    fault_chain: dict[str, Any] | None = None
     exit_code: int | None = None
     stopped_because: str = ""
     # Where the vCPU was when the run ended: {"rip", "symbol", "instruction"}.
@@ -151,7 +166,9 @@ class Triage:
         return EXIT_CLEAN
 
     def to_json(self) -> dict[str, Any]:
-        return {"boot": self.boot, "watch": self.watch, "findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
+        return {"boot": self.boot, "watch": self.watch, "findings": self.findings,
+                "fault_capture": self.fault_capture, "fault_records": self.fault_records,
+                "fault_chain": self.fault_chain, "exception": self.exception, "exit_code": self.exit_code,
                 "guest_status": self.guest_status, "stopped_because": self.stopped_because,
                 "stop": self.stop, "timeout_reason": self.timeout_reason,
                 "limit_seconds": self.limit_seconds, "run_for": self.run_for, "hang": self.hang,
@@ -228,6 +245,41 @@ def where(driver) -> dict[str, Any] | None:
         return None
 
 
+_EXCEPTION_KEYS = ("vector", "name", "error_code", "rip", "cs", "cpl", "cr2", "symbol")
+
+
+def exception_from_fault_record(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An exception record of `fault-watch status --json` ("records"/"last")
+    as the report's exception, source "idt-breakpoint"."""
+    if not record or record.get("vector") is None:
+        return None
+    exc = {k: record.get(k) for k in _EXCEPTION_KEYS}
+    exc["name"] = exc["name"] or exception_name(exc["vector"])
+    exc["source"] = "idt-breakpoint"
+    exc["resumed"] = bool(record.get("resumed"))
+    return exc
+
+
+def exception_from_chain(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last delivery of `fault-chain --json` ({"chain": [...], "triple_fault"})
+    as the report's exception, source "qemu-log"; the whole chain is kept in
+    the report beside it."""
+    chain = (doc or {}).get("chain") or []
+    if not chain:
+        return None
+    exc = {k: chain[-1].get(k) for k in _EXCEPTION_KEYS}
+    if exc["vector"] is not None:
+        exc["name"] = exc["name"] or exception_name(exc["vector"])
+    exc["source"] = "qemu-log"
+    exc["triple_fault"] = bool(doc.get("triple_fault"))
+    exc["chain_length"] = len(chain)
+    return exc
+
+
+def user_fault(exc: dict[str, Any]) -> bool:
+    return exc.get("cpl") == 3
+
+
 def _exception_from_frame(driver) -> dict[str, Any]:
     words = parse_words(driver.command(f"output/x *(unsigned long (*)[{FRAME_WORDS}])$rdi", timeout=COMMAND_TIMEOUT))
     if len(words) != FRAME_WORDS:
@@ -236,7 +288,7 @@ def _exception_from_frame(driver) -> dict[str, Any]:
     exc["name"] = exception_name(exc["vector"])
     exc["cr2"] = int(driver.command("output/x $cr2", timeout=COMMAND_TIMEOUT).strip(), 16)
     exc["symbol"] = _symbolize(driver, exc["rip"])
-    exc["source"] = "breakpoint"
+    exc["source"] = "kernel-report"
     return exc
 
 
@@ -466,6 +518,9 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
         arming.attempt(0.0)
         report.durations["arm"] = round(time.monotonic() - t, 3)
         fault_bp = next((n for n in (_break(driver, s) for s in FAULT_SYMBOLS) if n is not None), None)
+        report.fault_capture["kernel-report"] = ("breakpoint on " + FAULT_SYMBOLS[0] if fault_bp is not None
+                                                 else "no " + "/".join(FAULT_SYMBOLS) + " symbol")
+        arm_fault_watch(driver, args, report)
         until_bp = None
         if args.until:
             until_bp = _break(driver, args.until)
@@ -476,6 +531,10 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
         stop = _run_guest(driver, report.limit_seconds, arming)
         report.durations["run"] = round(time.monotonic() - t, 3)
         _classify(driver, qemu, stop, fault_bp, until_bp, report, args)
+        alive = not driver.target_gone and qemu.running
+        if alive:
+            report.stop = where(driver)
+        gather_faults(driver, args, report, alive)
         watch_before = None
         if report.stopped_because == "timeout" and not driver.target_gone and qemu.running:
             t = time.monotonic()
@@ -491,7 +550,6 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
             report.durations["hang_samples"] = round(time.monotonic() - t, 3)
         t = time.monotonic()
         if not driver.target_gone and qemu.running:
-            report.stop = where(driver)
             extra = {"exception.rip": report.exception["rip"]} if report.exception else {}
             report.state = collect_state(driver, extra)
             if watch_before is not None and "error" not in watch_before:
@@ -508,6 +566,7 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
         qemu.stop()
     if report.exception is None and report.stopped_because in ("guest-exit", "timeout"):
         report.exception = parse_fault_line(report.serial_log)
+    report.fault_capture["serial log"] = "FAULT line" if parse_fault_line(report.serial_log) else "no FAULT line"
     report.durations["total"] = round(time.monotonic() - t_start, 3)
     return report
 
@@ -592,6 +651,55 @@ def watch_text(w: dict[str, Any]) -> str | None:
             + (f", after {w['attempts']} attempts" if w.get("attempts", 1) > 1 else ""))
 
 
+def _json_command(driver, command: str) -> Any:
+    with tempfile.TemporaryDirectory(prefix="gdbext-triage-") as scratch:
+        return _run_json(driver, command, Path(scratch))
+
+
+def arm_fault_watch(driver, args: argparse.Namespace, report: Triage) -> None:
+    """Exceptions on any kernel: `fault-watch on --record` puts breakpoints on
+    the live IDT's handlers for vectors 0-31 (with --user-faults, `--user`:
+    ring-3 faults stop too).  Where gdbext has no fault-watch command, the
+    capture is recorded as "unavailable" and the other sources still work."""
+    command = "fault-watch on --record" + (" --user" if args.user_faults else "")
+    doc = _json_command(driver, command)
+    error = doc.get("error") if isinstance(doc, dict) else None
+    report.fault_capture["idt-breakpoint"] = error or ("armed" if doc.get("armed") else "not armed")
+
+
+def gather_faults(driver, args: argparse.Namespace, report: Triage, alive: bool) -> None:
+    """What `fault-watch status` recorded and `fault-chain` read from QEMU's
+    -d int log, after the run.  The report's exception comes from the first
+    source that has one (FAULT_SOURCES order); a ring-3 exception counts only
+    with --user-faults (the kernel handles it: a process is killed, not the OS)."""
+    if not alive:
+        report.fault_capture.setdefault("qemu-log", "not read: the guest exited")
+        return
+    status = _json_command(driver, "fault-watch status")
+    if isinstance(status, dict) and "error" not in status:
+        report.fault_records = list(status.get("records") or [])
+        last = exception_from_fault_record(status.get("last"))
+        if report.exception is None and last is not None and not last["resumed"] and (
+                args.user_faults or not user_fault(last)):
+            report.exception = last
+            if report.stopped_because.startswith("stopped") or report.findings and report.findings[0].get(
+                    "rule") == "TRIAGE-UNEXPECTED-STOP":
+                report.stopped_because, report.findings = "exception", []
+                report.errors = [e for e in report.errors if "unexpected reason" not in e]
+        if report.exception is None and args.user_faults:
+            user = [r for r in map(exception_from_fault_record, report.fault_records) if r and user_fault(r)]
+            if user:
+                report.exception = user[0]
+    chain = _json_command(driver, "fault-chain")
+    if isinstance(chain, dict) and "error" in chain:
+        report.fault_capture["qemu-log"] = chain["error"]
+        return
+    report.fault_chain = chain
+    report.fault_capture["qemu-log"] = f"{len(chain.get('chain') or [])} deliveries logged"
+    if report.exception is None:
+        report.exception = exception_from_chain(chain)
+
+
 def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: int | None,
               report: Triage, args: argparse.Namespace) -> None:
     """Why the guest stopped, and what that says."""
@@ -625,7 +733,7 @@ def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: i
         except Exception as exc:  # noqa: BLE001
             report.errors.append(f"exception frame: {exc}")
             report.exception = {"vector": None, "name": "unknown", "error_code": None, "rip": stop.address,
-                                "cr2": None, "cs": None, "symbol": None, "source": "breakpoint"}
+                                "cr2": None, "cs": None, "symbol": None, "source": "kernel-report"}
         return
     if until_bp is not None and number == until_bp:
         report.stopped_because = "until"
@@ -696,7 +804,9 @@ def text_report(report: Triage) -> str:
     if e:
         lines.append(f"  exception: vector {e.get('vector')} {e.get('name')} error {_hex(e.get('error_code'))} "
                      f"rip {_hex(e.get('rip'))}{' <' + e['symbol'] + '>' if e.get('symbol') else ''} "
-                     f"cs {_hex(e.get('cs'))} cr2 {_hex(e.get('cr2'))} (from the {e.get('source')})")
+                     f"cs {_hex(e.get('cs'))} cr2 {_hex(e.get('cr2'))}")
+        lines.append(f"    caught by: {e.get('source')}" + (", ending in a triple fault" if e.get("triple_fault")
+                                                            else ""))
     if report.stop:
         lines.append(f"  stopped at: {_location(report.stop)}")
     cpl = report.state.get("info cpl")
