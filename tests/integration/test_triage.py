@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from gdbext.tools import triage
+from gdbext.tools import launch, triage
+from tests.support import linuxguest
 
 ROOT = Path(__file__).resolve().parents[2]
+KERNELS = ROOT / "tests" / "kernels"
 
 
 def run_triage(tmp_path: Path, *args: str) -> tuple[int, dict, ET.Element, str]:
@@ -219,6 +222,110 @@ def test_output_paths_refused_before_the_guest_boots(tmp_path, capsys, flag):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and flag in err and words in err, err
         assert time.monotonic() - t0 < 1.0
+
+
+# -- kernels nobody here wrote: Multiboot images, Debian's Linux ----------------
+
+def nasm_kernel(tmp_path: Path, source: str, *defines: str) -> Path:
+    if shutil.which("nasm") is None:
+        pytest.skip("nasm not installed (Debian package nasm)")
+    out = tmp_path / (Path(source).stem + "".join(defines) + ".bin")
+    subprocess.run(["nasm", "-f", "bin", *(f"-D{d}" for d in defines), "-o", str(out), str(KERNELS / source)],
+                   check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("defines, loop, halted", [
+    ((), b"\xf4\xeb\xfd", True),     # hlt; jmp back to it: RIP rests after the hlt
+    (("SPIN",), b"\xeb\xfe", False),  # jmp $
+])
+def test_a_multiboot_kernel_that_hangs_is_described(tmp_path, defines, loop, halted):
+    image = nasm_kernel(tmp_path, "hang.asm", *defines)
+    assert launch.kernel_image_kind(image) == "multiboot"
+    # The oracle is the image itself: its load address (the header's
+    # load_addr, 0x100000) plus the offset of the loop's bytes.
+    expected = 0x100000 + image.read_bytes().index(loop) + (1 if halted else 0)
+    code, report, suite, out = run_triage(tmp_path, "--kernel", str(image), "--timeout", "3")
+    assert code == 1, out
+    assert report["stopped_because"] == "timeout" and report["boot"]["kernel_kind"] == "multiboot"
+    assert report["boot"]["append"] is None        # console=ttyS0 is for Linux only
+    assert report["serial_log"].startswith("hang: ")
+    hang = report["hang"]
+    assert hang["halted"] is halted and hang["if"] is False and hang["cpl"] == 0
+    assert hang["rips"] == [expected], hang
+    assert ("halted (HLT)" if halted else "spinning, not halted") in out
+    assert report["watch"]["armed"] is False and "paging" in report["watch"]["last_error"]
+    assert "never armed" in out
+    assert "halted" in junit_failures(suite)["guest exit"] or "spinning" in junit_failures(suite)["guest exit"]
+
+
+@pytest.fixture(scope="session")
+def guest() -> linuxguest.LinuxGuest:
+    return linuxguest.prepare()
+
+
+@pytest.mark.qemu
+def test_linux_runs_on_cleanly_with_the_watch_armed_once_paging_is_on(tmp_path, guest):
+    # No --append: triage gives the bzImage console=ttyS0 itself.  Linux
+    # turns paging on in its decompressor and maps its own text later, so
+    # the watch cannot arm at attach: it arms while the guest runs.
+    code, report, suite, out = run_triage(tmp_path, "--kernel", str(guest.vmlinuz), "--initrd", str(guest.initrd),
+                                          "--run-for", "25")
+    assert code == 0, out
+    assert report["stopped_because"] == "ran-for" and suite.get("failures") == "0"
+    assert report["boot"]["kernel_kind"] == "linux" and report["boot"]["console_appended"]
+    assert "console=ttyS0 appended" in out
+    w = report["watch"]
+    assert w["armed"] and w["paging"] is True and w["armed_at_s"] > 0 and w["attempts"] >= 2, w
+    assert w["sites"] > 0 and "scan of" in w["source"]
+    assert re.search(r"Linux version \d", report["serial_log"]), "console=ttyS0 gave no serial log"
+    assert report["state"]["sysret-watch status"]["armed"] is True
+
+
+def test_kernel_image_kinds(tmp_path):
+    bz = bytearray(0x400)
+    bz[0x202:0x206] = b"HdrS"
+    mb = bytearray(0x3000)
+    mb[0x1004:0x1008] = (0x1BADB002).to_bytes(4, "little")     # 32-bit aligned, within 8 KiB
+    late = bytearray(0x3000)
+    late[0x2004:0x2008] = (0x1BADB002).to_bytes(4, "little")   # past the first 8 KiB: not Multiboot
+    for name, data, kind in (("bz", bz, "linux"), ("mb", mb, "multiboot"), ("late", late, "unknown")):
+        (tmp_path / name).write_bytes(bytes(data))
+        assert launch.kernel_image_kind(tmp_path / name) == kind, name
+
+
+def test_disk_boot_options(tmp_path):
+    disk, iso = tmp_path / "disk.img", tmp_path / "boot.iso"
+    for opts, words in ((launch.QemuOptions(drive=disk, kernel=disk), "exclude each other"),
+                        (launch.QemuOptions(firmware="uefi"), "drive or cdrom"),
+                        (launch.QemuOptions(drive=disk, firmware="coreboot"), "bios or uefi")):
+        with pytest.raises(launch.LaunchError, match=words):
+            opts.validate()
+    opts = launch.QemuOptions(drive=disk, cdrom=iso, firmware="bios")
+    opts.validate()
+    argv = launch.qemu_argv(opts, qemu="qemu", serial_path=tmp_path / "s", gdb_port=None)
+    assert f"file={disk},format=raw,if=ide,snapshot=on" in argv and "-bios" not in argv
+    assert f"file={iso},format=raw,if=ide,media=cdrom,readonly=on" in argv
+    uefi = launch.qemu_argv(launch.QemuOptions(cdrom=iso, firmware="uefi"), qemu="qemu",
+                            serial_path=tmp_path / "s", gdb_port=None, firmware=Path("/ovmf.fd"))
+    assert uefi[uefi.index("-bios") + 1] == "/ovmf.fd"
+
+
+def test_fault_sources_become_the_exception():
+    record = {"vector": 14, "name": "#PF", "error_code": 6, "rip": 0x401000, "cs": 0x2B, "cpl": 3,
+              "cr2": 0x10, "symbol": None, "source": "idt-breakpoint", "resumed": False}
+    exc = triage.exception_from_fault_record(record)
+    assert exc["source"] == "idt-breakpoint" and exc["vector"] == 14 and triage.user_fault(exc)
+    chain = {"chain": [{"vector": 6, "error_code": None, "rip": 0x100010, "cpl": 0, "cr2": 0},
+                       {"vector": 13, "error_code": 0x32, "rip": 0x100010, "cpl": 0, "cr2": 0},
+                       {"vector": 8, "error_code": 0, "rip": 0x100010, "cpl": 0, "cr2": 0}],
+             "triple_fault": True}
+    last = triage.exception_from_chain(chain)
+    assert (last["vector"], last["name"], last["source"], last["triple_fault"], last["chain_length"]) == (
+        8, "#DF", "qemu-log", True, 3)
+    assert triage.exception_from_chain({"chain": [], "triple_fault": False}) is None
+    assert triage.exception_from_fault_record(None) is None
 
 
 if __name__ == "__main__":
