@@ -129,10 +129,10 @@ def test_a_hang_is_cut_off_and_says_where_it_spins(tmp_path, kernel_paths):
 
 @pytest.mark.qemu
 def test_run_for_a_guest_that_runs_on_is_clean(tmp_path, kernel_paths):
-    code, report, suite, out = run_triage(tmp_path, "--scenario", "spin", "--run-for", "4")
+    code, report, suite, out = run_triage(tmp_path, "--scenario", "spin", "--run-for", "8")
     assert code == 0, out
-    assert report["stopped_because"] == "ran-for" and report["run_for"] == 4 and report["hang"] is None
-    assert "CLEAN" in out.splitlines()[0] and "ran 4 s, still running" in out.splitlines()[0]
+    assert report["stopped_because"] == "ran-for" and report["run_for"] == 8 and report["hang"] is None
+    assert "CLEAN" in out.splitlines()[0] and "ran 8 s, still running" in out.splitlines()[0]
     assert suite.get("failures") == "0"
     assert report["state"]["sysret-watch status"]["checks"] > 0   # it was watched all along
     assert "[kernel] scenario: spin" in report["serial_log"]
