@@ -73,6 +73,33 @@ LINUX_FIRST_LINE = r"Linux version \d"
 # image lost), which mean nothing in a log.
 _SERIAL_NOISE = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x00")
 
+
+def serial_clean(text: str) -> str:
+    """A serial log without screen control sequences and NULs (for reports)."""
+    return _SERIAL_NOISE.sub("", text)
+
+FIRMWARES = ("bios", "uefi")  # SeaBIOS (QEMU's default) or OVMF, for drive/cdrom boots
+
+# How QEMU's -kernel tells the images it loads apart (and so do we): a Linux
+# bzImage has "HdrS" at 0x202 (Documentation/x86/boot.rst, the real-mode
+# header); a Multiboot v1 image has the magic 0x1BADB002, 32-bit aligned,
+# in its first 8 KiB (Multiboot Specification 0.6.96, 3.1.1).
+BZIMAGE_SIGNATURE_OFFSET, BZIMAGE_SIGNATURE = 0x202, b"HdrS"
+MULTIBOOT_MAGIC, MULTIBOOT_SEARCH = 0x1BADB002, 8192
+
+
+def kernel_image_kind(path: Path) -> str:
+    """"linux" (a bzImage), "multiboot" (v1) or "unknown", from the image's header."""
+    with open(path, "rb") as f:
+        head = f.read(MULTIBOOT_SEARCH)
+    if head[BZIMAGE_SIGNATURE_OFFSET:BZIMAGE_SIGNATURE_OFFSET + 4] == BZIMAGE_SIGNATURE:
+        return "linux"
+    magic = MULTIBOOT_MAGIC.to_bytes(4, "little")
+    if any(head[i:i + 4] == magic for i in range(0, len(head) - 3, 4)):
+        return "multiboot"
+    return "unknown"
+
+
 SCENARIO_FW_CFG_NAME = "opt/org.gdbext/scenario"
 QEMU_BINARY = "qemu-system-x86_64"
 DEFAULT_OVMF = Path("/usr/share/ovmf/OVMF.fd")
@@ -332,12 +359,17 @@ class QemuOptions:
                  directory.
     efi_image:   boot this EFI application (or, if it ends in .img, this
                  FAT image) under OVMF instead of the bundled kernel.
-    kernel, initrd, append: direct Linux boot (no OVMF, no scenario).
+    kernel, initrd, append: direct kernel boot with QEMU's -kernel (a Linux
+                 bzImage or a Multiboot v1 image; no OVMF, no scenario).
+    drive, cdrom: boot this raw disk image / this ISO (either or both; the
+                 disk is opened with snapshot=on, so the guest's writes are
+                 never kept), under `firmware`: "bios" (SeaBIOS, the default)
+                 or "uefi" (OVMF).
     extra_args:  appended to QEMU's command line.
     first_line:  a regular expression for the first serial line the guest's
                  kernel prints, to tell a guest that died before its kernel
-                 ran; default the bundled kernel's, or Linux's for `kernel`,
-                 none for `efi_image`.
+                 ran; default the bundled kernel's, or Linux's for a bzImage
+                 `kernel`, none for other images.
     """
 
     scenario: str = "ok"
@@ -351,6 +383,9 @@ class QemuOptions:
     kernel: Path | None = None
     initrd: Path | None = None
     append: str | None = None
+    drive: Path | None = None
+    cdrom: Path | None = None
+    firmware: str | None = None
     extra_args: list[str] = field(default_factory=list)
     first_line: str | None = None
 
@@ -359,16 +394,31 @@ class QemuOptions:
         if self.first_line is not None:
             return self.first_line
         if self.kernel is not None:
-            return LINUX_FIRST_LINE
-        return BUNDLED_KERNEL_FIRST_LINE if self.efi_image is None else None
+            try:
+                return LINUX_FIRST_LINE if kernel_image_kind(self.kernel) == "linux" else None
+            except OSError:
+                return None
+        return BUNDLED_KERNEL_FIRST_LINE if self.bundled else None
+
+    @property
+    def disk_boot(self) -> bool:
+        return self.drive is not None or self.cdrom is not None
+
+    @property
+    def bundled(self) -> bool:
+        return self.kernel is None and self.efi_image is None and not self.disk_boot
 
     def validate(self) -> None:
-        if self.kernel is None and self.scenario not in SCENARIOS:
+        media = [name for name, value in (("kernel", self.kernel), ("efi_image", self.efi_image),
+                                          ("drive/cdrom", self.disk_boot or None)) if value is not None]
+        if len(media) > 1:
+            raise LaunchError(f"{' and '.join(media)} exclude each other: boot one")
+        if self.firmware is not None and (self.firmware not in FIRMWARES or not self.disk_boot):
+            raise LaunchError(f"firmware is {' or '.join(FIRMWARES)}, for a drive or cdrom boot only")
+        if self.bundled and self.scenario not in SCENARIOS:
             raise LaunchError(f"unknown scenario {self.scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
         if self.kernel is None and (self.initrd is not None or self.append is not None):
             raise LaunchError("initrd and append need kernel (direct Linux boot)")
-        if self.kernel is not None and self.efi_image is not None:
-            raise LaunchError("kernel (direct Linux boot) and efi_image exclude each other")
         if self.memory_mib <= 0 or self.smp <= 0:
             raise LaunchError("memory_mib and smp must be positive")
         if self.gdb_port is not None and not 0 <= self.gdb_port <= 65535:
@@ -402,6 +452,13 @@ def qemu_argv(
             argv += ["-initrd", str(opts.initrd)]
         if opts.append is not None:
             argv += ["-append", opts.append]
+    elif opts.disk_boot:
+        if firmware is not None:
+            argv += ["-bios", str(firmware)]
+        if opts.drive is not None:
+            argv += ["-drive", f"file={opts.drive},format=raw,if=ide,snapshot=on"]
+        if opts.cdrom is not None:
+            argv += ["-drive", f"file={opts.cdrom},format=raw,if=ide,media=cdrom,readonly=on"]
     else:
         assert firmware is not None and esp_image is not None
         argv += [
@@ -473,7 +530,7 @@ class Qemu:
         self._tempdir = Path(tempfile.mkdtemp(prefix="gdbext-qemu-"))
         _live.add(self)
         try:
-            if esp_image is None and self.opts.kernel is None:
+            if esp_image is None and self.opts.efi_image is not None:
                 esp_image = self._wrap_efi_image(self.opts.efi_image)
             self.serial_path = Path(self.opts.serial_path or self._tempdir / "serial.log")
             self._stderr_path = self._tempdir / "qemu.stderr"
@@ -493,6 +550,11 @@ class Qemu:
             if not Path(self.opts.kernel).is_file():
                 raise LaunchError(f"kernel {self.opts.kernel} not found")
             return None, None
+        if self.opts.disk_boot:
+            for label, path in (("drive image", self.opts.drive), ("cdrom image", self.opts.cdrom)):
+                if path is not None and not Path(path).is_file():
+                    raise LaunchError(f"{label} {path} not found")
+            return (ovmf_path() if self.opts.firmware == "uefi" else None), None
         firmware = ovmf_path()
         image = self.opts.efi_image
         if image is None:
@@ -628,7 +690,7 @@ class Qemu:
 
     def serial_tail(self, lines: int = 15) -> str:
         """The last lines of COM1 that say something (no screen control, no NULs)."""
-        text = _SERIAL_NOISE.sub("", self.serial_text())
+        text = serial_clean(self.serial_text())
         return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
     def kernel_started(self) -> bool | None:
