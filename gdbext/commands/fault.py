@@ -47,7 +47,7 @@ from gdbext.x86.faults import (
     frame_problems,
 )
 from gdbext.x86.idt import decode_idt
-from gdbext.x86.insn import lidt_from_elf, scan_lidt
+from gdbext.x86.insn import scan_lidt
 from gdbext.x86.paging import CR3_ROOT_MASK
 
 EXCEPTION_VECTORS = 32
@@ -396,32 +396,14 @@ def _elf_files() -> list[str]:
 
 
 def _lidt_sites(snap: Snapshot) -> tuple[list[tuple[int, int]], str]:
-    files = _elf_files()
-    if files:
-        sites: list[tuple[int, int]] = []
-        for name in files:
-            try:
-                sites += lidt_from_elf(name)
-            except (OSError, ValueError):
-                continue
-        return sorted(set(sites)), "ELF " + ", ".join(files)
-    if not snap.cr0 & (1 << 31) or not long_mode(snap):
-        return [], "no ELF loaded and paging is off: no kernel pages to scan"
-    from gdbext.x86.paging import PagingContext, dump
-
-    ctx = PagingContext.from_snapshot(snap)
-    ranges = [r for r in dump(snap.read_phys, ctx) if r.executable and not r.user and r.va_start >> 63]
-    found: list[tuple[int, int]] = []
-    total = 0
-    seen: set[int] = set()
-    for r in ranges:
-        size = r.va_end - r.va_start
-        if size > 64 << 20 or r.pa_start in seen:      # the direct map is not code
-            continue
-        seen.add(r.pa_start)
-        found += scan_lidt(target.PHYS.read(r.pa_start, size), r.va_start)
-        total += size
-    return sorted(set(found)), f"scan of {total >> 10} KiB of kernel-executable pages"
+    """LIDT instructions (address, length) of the kernel's code, proven to
+    start an instruction (gdbext.target.code)."""
+    code = target.kernel_code(snap)
+    found = sorted({site for r in code.regions for site in scan_lidt(r.code, r.base)})
+    kept, dropped = code.prove(a for a, _ in found)
+    source = code.source + (f"; {dropped} candidate(s) not proven to start an instruction left out"
+                            if dropped else "")
+    return [(a, n) for a, n in found if a in kept], source
 
 
 def arm(vectors: tuple[int, ...], user: bool, record: bool) -> str:

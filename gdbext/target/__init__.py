@@ -15,6 +15,7 @@ Sources, as measured on QEMU 7.2 + gdb 13 (see the project README):
 - other MSRs: `rdmsr` executed in the guest (rdmsr).
 Snapshots of all this, cached per stop: snapshots.
 """
+from gdbext.target.code import KernelCode, elf_files, kernel_code
 from gdbext.target.memory import PHYS, phys_mode, reset_phys_mode
 from gdbext.target.remote import (
     LiveRegisters,
@@ -40,6 +41,7 @@ from gdbext.target.snapshots import (
 )
 
 __all__ = [
+    "KernelCode", "elf_files", "kernel_code",
     "Session", "current", "drop", "on_drop", "peek", "in_condition", "known_msrs",
     "PHYS", "LiveRegisters", "TargetError", "connect_events", "forget_monitor", "hmp", "in_stop_callback",
     "invalidate", "monitor_state", "phys_mode", "read_msrs", "require_qemu", "uses_kvm", "reset_phys_mode", "selected_cpu",

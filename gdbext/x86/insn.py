@@ -278,6 +278,29 @@ def sites_from_elf(path: str | PathLike, *, offset: int = 0) -> tuple[list[Site]
     return sites, sorted(wrmsrs)
 
 
+def code_from_elf(path: str | PathLike, *, offset: int = 0) -> list[tuple[int, bytes, list[int]]]:
+    """(address, bytes, instruction starts) of each code region of an x86 ELF
+    file, `offset` added: the starts are its function and label symbols,
+    where decoding can begin (gdbext.x86.length.proven)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as f:
+        try:
+            elf = ELFFile(f)
+            relocatable = elf["e_type"] == "ET_REL"
+            symbols = _symbols_by_section(elf, relocatable)
+            regions = _code_regions(elf)
+        except ELFError as exc:
+            raise SiteError(f"{path}: not a readable ELF file: {exc}") from exc
+    out = []
+    for shndx, address, data in regions:
+        names = symbols[None] if shndx is None else symbols.get(shndx, _Symbols())
+        starts = sorted({a + offset for a, _ in names.labels if address <= a < address + len(data)} | {address + offset})
+        out.append((address + offset, data, starts))
+    return out
+
+
 def table_loads_from_elf(path: str | PathLike, *, offset: int = 0) -> list[int]:
     """LGDT and LTR candidate addresses in an x86 ELF file (see scan_table_loads)."""
     from elftools.common.exceptions import ELFError
@@ -291,8 +314,8 @@ def table_loads_from_elf(path: str | PathLike, *, offset: int = 0) -> list[int]:
     return sorted(a + offset for _, address, data in regions for a in scan_table_loads(data, address))
 
 
-__all__ = ["Site", "SiteError", "scan", "scan_table_loads", "scan_wrmsr", "sites_from_elf", "sysret_at",
-           "table_loads_from_elf", "wrmsr_at"]
+__all__ = ["Site", "SiteError", "code_from_elf", "scan", "scan_table_loads", "scan_wrmsr", "sites_from_elf",
+           "sysret_at", "table_loads_from_elf", "wrmsr_at"]
 
 
 # --- LIDT sites (appended: the IDT follower of fault-watch) -------------------
