@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from gdbext.tools import launch
 from gdbext.x86.insn import scan, scan_wrmsr
 from gdbext.x86.length import MAX_INSTRUCTION, length, padding_starts, proven, walk
 
