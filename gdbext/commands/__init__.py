@@ -4,6 +4,7 @@ arguments, asks gdbext.target for a snapshot, and renders a view of it.
     info.py     info cpl/msr/gdt/tss/idt, gdbext-symbols, $cpl(), $msr()
     paging.py   pagewalk, ptdump
     sysret.py   sysret-check, sysret-watch, $sysret_ok()
+    faultchain.py  fault-chain, gdbext-qemu-log (QEMU's interrupt log)
     base.py     what they share: one-line errors, numbers as gdb reads them
 """
 from __future__ import annotations
@@ -19,8 +20,9 @@ def register() -> None:
     import gdb
 
     from gdbext import target
-    from gdbext.commands import info, paging, sysret
+    from gdbext.commands import faultchain, info, paging, sysret
 
+    faultchain.register()
     info.register()
     paging.register()
     sysret.register()

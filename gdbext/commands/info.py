@@ -279,6 +279,8 @@ Commands (each has `help COMMAND`, and most take --json):
   ptdump                every mapping, merged into ranges; --wx, --phys, --user
   sysret-check [ADDR]   would a sysret now work?  every rule, with the reason
   sysret-watch on|off|status   stop before any sysret that would go wrong
+  fault-chain           the failed deliveries before a triple fault, from QEMU's log
+  gdbext-qemu-log FILE|off|show  the QEMU -d int log fault-chain reads
   gdbext-symbols FILE [OFFSET] symbols from an ELF for gdbext's lookups
 Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
 
