@@ -103,10 +103,10 @@ def fault_chain_text(r: FaultChainReport) -> str:
     if not r.chain:
         lines.append("  no exception logged" + (" before it" if r.triple_fault else ""))
     else:
-        rows = [(e.name, hx(e.error_code), hx(e.cs, 4) + ":" + hx(e.rip), e.cpl, hx(e.rsp), hx(e.cr2), e.outcome)
-                for e in r.chain]
-        table = tabulate(rows, headers=("event", "error", "CS:RIP", "CPL", "RSP", "CR2", "then"),
-                         tablefmt="simple")
+        # Three 64-bit addresses fill 80 columns: CS and SS are in the JSON,
+        # what followed is in the explanations below.
+        rows = [(e.name, hx(e.error_code), hx(e.rip), e.cpl, hx(e.rsp), hx(e.cr2)) for e in r.chain]
+        table = tabulate(rows, headers=("event", "error", "RIP", "CPL", "RSP", "CR2"), tablefmt="simple")
         lines += ["  " + line for line in table.splitlines()]
         lines.append("")
         lines.append(_wrap(r.summary, ""))
