@@ -10,7 +10,7 @@ import gdb
 from gdbext import target
 from gdbext.commands.base import GdbextCommand, number_type
 from gdbext.model.qemu_log import LogError, build_chain, read_tail
-from gdbext.model.snapshot import SegmentCache, Snapshot, SnapshotError, TableRegister
+from gdbext.rules.delivery import memory_only
 from gdbext.views.common import ReportError
 from gdbext.views.faultchain import fault_chain_report, fault_chain_text
 
@@ -46,19 +46,6 @@ def _log_path(given: str | None) -> str:
         raise ReportError(f"fault-chain: no QEMU log: start QEMU with `{QEMU_FLAGS}` and name FILE with "
                           f"`gdbext-qemu-log FILE`, `fault-chain --log FILE` or ${ENV}")
     return setting.path
-
-
-def _no_memory(pa: int, size: int) -> bytes:
-    raise SnapshotError("no live target: guest memory cannot be read")
-
-
-def _memoryless() -> Snapshot:
-    """A snapshot with no memory, for a log read with no target: the chain
-    is shown, the reasons that need the tables say they cannot be told."""
-    null = SegmentCache(0, 0, 0, 0)
-    return Snapshot(regs={"cr0": 0, "cr3": 0, "cr4": 0, "efer": 0, "rip": 0, "rsp": 0, "eflags": 0},
-                    segments={}, gdtr=TableRegister(0, 0), idtr=TableRegister(0, 0), ldtr=null, tr=null,
-                    cpl=0, phys_reader=_no_memory)
 
 
 class FaultChain(GdbextCommand):
@@ -104,7 +91,7 @@ JSON: {"log", "chain": [{"vector", "name", "error_code", "rip", "cpl", "cr2",
             snap = target.snapshot()
             live_vcpus = len(gdb.selected_inferior().threads()) or None
         except gdb.GdbError as exc:
-            snap = _memoryless()
+            snap = memory_only()
             notes = (f"the tables were not read ({str(exc).strip()}): reasons that need them are unknown",)
         report = fault_chain_report(path, chain, snap, live_vcpus=live_vcpus, extra_notes=notes)
         return report, fault_chain_text(report)

@@ -143,6 +143,21 @@ class DeliveryReport:
 # -- the CPU as each event saw it ---------------------------------------------------
 
 
+def _no_memory(pa: int, size: int) -> bytes:
+    raise SnapshotError("guest memory was not available")
+
+
+def memory_only(read_phys=None) -> Snapshot:
+    """A Snapshot of guest memory alone (no live registers), for explaining a
+    log outside gdb (a shared RAM file) or with no target: every register the
+    explainer needs comes from the log.  Without `read_phys`, reasons that
+    need the tables say they cannot be told."""
+    null = SegmentCache(0, 0, 0, 0)
+    return Snapshot(regs={"cr0": 0, "cr3": 0, "cr4": 0, "efer": 0, "rip": 0, "rsp": 0, "eflags": 0},
+                    segments={}, gdtr=TableRegister(0, 0), idtr=TableRegister(0, 0), ldtr=null, tr=null,
+                    cpl=0, phys_reader=read_phys or _no_memory)
+
+
 def _view(record: Record, snap: Snapshot) -> tuple[Snapshot, bool]:
     """A Snapshot with the registers QEMU logged at `record` and the live
     snapshot's memory; False when the log had no dump (the live registers
