@@ -5,6 +5,7 @@ arguments, asks gdbext.target for a snapshot, and renders a view of it.
     paging.py   pagewalk, ptdump
     sysret.py   sysret-check, sysret-watch, $sysret_ok()
     fault.py    fault-watch, info fault
+    faultchain.py  fault-chain, gdbext-qemu-log (QEMU's interrupt log)
     base.py     what they share: one-line errors, numbers as gdb reads them
 """
 from __future__ import annotations
@@ -20,13 +21,14 @@ def register() -> None:
     import gdb
 
     from gdbext import target
-    from gdbext.commands import fault, info, paging, sysret
+    from gdbext.commands import fault, faultchain, info, paging, sysret
     from gdbext.commands.base import full_name, register_short_names
 
-    info.register()
+    info.register()     # first: it makes the `gdbext` and `gdbext info` prefixes
     paging.register()
     sysret.register()
     fault.register()
+    faultchain.register()
     left = register_short_names()
     if left:
         gdb.write("gdbext: another extension owns " + ", ".join(f"`{n}`" for n in left)

@@ -282,6 +282,8 @@ Commands (each has `help COMMAND`, and most take --json):
   sysret-watch on|off|status   stop before any sysret that would go wrong
   fault-watch on|off|status    stop at any exception's handler, frame decoded
   info fault [--all]    the last exception caught (or every one recorded)
+  fault-chain           the failed deliveries before a triple fault, from QEMU's log
+  gdbext-qemu-log FILE|off|show  the QEMU -d int log fault-chain reads
   gdbext-symbols FILE [OFFSET] symbols from an ELF for gdbext's lookups
 Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
 

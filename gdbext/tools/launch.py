@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gdbext.model.qemu_log import TripleFaultWatch
+
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_DIR = ROOT / "kernel"
 BUILD_DIR = KERNEL_DIR / "build"
@@ -64,6 +66,10 @@ SCENARIOS: tuple[str, ...] = (
 
 EXIT_SUCCESS, EXIT_FAULT, EXIT_RAN_ON = 33, 35, 37
 EXIT_RESET = 0  # QEMU's status after a triple fault (or a reset) with -no-reboot
+# Qemu.wait()'s answer when the interrupt log says "Triple fault": with
+# -no-shutdown QEMU does not exit but pauses the VM (no process status is 256).
+EXIT_TRIPLE_FAULT = 256
+INT_LOG_NAME = "qemu-int.log"
 
 # The first serial line of a guest whose kernel runs: the bundled kernel's
 # log prefix, and Linux's banner (printed with console=ttyS0).
@@ -160,6 +166,21 @@ class QemuExited(RuntimeError):
         super().__init__(message)
 
 
+class QemuTripleFault(QemuExited):
+    """The guest triple-faulted under int_log: QEMU (-no-shutdown) paused the
+    VM with the vCPU state intact and still runs, for gdb to look at."""
+
+    def __init__(self, log_path: Path, serial_tail: str):
+        self.log_path = log_path
+        QemuExited.__init__(self, EXIT_TRIPLE_FAULT, serial_tail)
+        message = f"triple fault; the VM is paused with its state (QEMU's log: {log_path})"
+        message += f"; last serial lines:\n{serial_tail}" if serial_tail.strip() else "; the serial log is empty"
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 def describe_status(status: int | None) -> str:
     """A few words for a QEMU exit status."""
     return {
@@ -167,6 +188,7 @@ def describe_status(status: int | None) -> str:
         EXIT_FAULT: "guest reported a fault",
         EXIT_RAN_ON: "guest ran on despite a mistake",
         EXIT_RESET: "guest reset, e.g. a triple fault",
+        EXIT_TRIPLE_FAULT: "triple fault; the VM is paused with its state",
         1: "QEMU failed to start or run",
         None: "still running",
     }.get(status, "killed by a signal" if status is not None and status < 0 else "unexpected status")
@@ -366,6 +388,12 @@ class QemuOptions:
                  never kept), under `firmware`: "bios" (SeaBIOS, the default)
                  or "uefi" (OVMF).
     extra_args:  appended to QEMU's command line.
+    int_log:     log every exception and interrupt QEMU delivers, and resets
+                 (`-d int,cpu_reset -D Qemu.int_log_path -no-shutdown`; TCG
+                 only): a triple fault then pauses the VM with its state
+                 instead of ending QEMU, and Qemu.triple_faulted() says so.
+                 It slows a guest that takes many interrupts (see
+                 scripts/bench-int-log); off by default.
     first_line:  a regular expression for the first serial line the guest's
                  kernel prints, to tell a guest that died before its kernel
                  ran; default the bundled kernel's, or Linux's for a bzImage
@@ -388,6 +416,7 @@ class QemuOptions:
     firmware: str | None = None
     extra_args: list[str] = field(default_factory=list)
     first_line: str | None = None
+    int_log: bool = False
 
     @property
     def kernel_first_line(self) -> str | None:
@@ -423,6 +452,9 @@ class QemuOptions:
             raise LaunchError("memory_mib and smp must be positive")
         if self.gdb_port is not None and not 0 <= self.gdb_port <= 65535:
             raise LaunchError(f"gdb_port {self.gdb_port} is not a TCP port")
+        if self.int_log and any("kvm" in arg or arg in ("-d", "-D") for arg in self.extra_args):
+            raise LaunchError("int_log needs QEMU's TCG and its own -d/-D: drop the -accel, -enable-kvm, "
+                              "-d and -D arguments")
 
     @property
     def wants_gdb(self) -> bool:
@@ -438,6 +470,7 @@ def qemu_argv(
     firmware: Path | None = None,
     esp_image: Path | None = None,
     ram_path: Path | None = None,
+    int_log_path: Path | None = None,
 ) -> list[str]:
     """QEMU's command line for `opts` (pure: no files are touched)."""
     machine = "q35"
@@ -478,6 +511,9 @@ def qemu_argv(
     ]
     if gdb_port is not None:
         argv += ["-gdb", f"tcp:127.0.0.1:{gdb_port}"]
+    if opts.int_log:
+        assert int_log_path is not None
+        argv += ["-d", "int,cpu_reset", "-D", str(int_log_path), "-no-shutdown"]
     if opts.wait:
         argv.append("-S")
     return argv + list(opts.extra_args)
@@ -496,7 +532,7 @@ class Qemu:
     """One QEMU process.  A context manager: leaving it always stops and reaps QEMU.
 
     After start(): argv, pid, serial_path, gdb_port (None without a stub),
-    ram_path (None without ram_file).
+    ram_path (None without ram_file), int_log_path (None without int_log).
     """
 
     def __init__(self, opts: QemuOptions):
@@ -507,6 +543,8 @@ class Qemu:
         self.serial_path: Path = Path()
         self.ram_path: Path | None = None
         self.gdb_port: int | None = None
+        self.int_log_path: Path | None = None
+        self._triple_fault: TripleFaultWatch | None = None
         self.process: subprocess.Popen | None = None
         self._tempdir: Path | None = None
         self._final_serial: str | None = None
@@ -534,6 +572,9 @@ class Qemu:
                 esp_image = self._wrap_efi_image(self.opts.efi_image)
             self.serial_path = Path(self.opts.serial_path or self._tempdir / "serial.log")
             self._stderr_path = self._tempdir / "qemu.stderr"
+            if self.opts.int_log:
+                self.int_log_path = self._tempdir / INT_LOG_NAME
+                self._triple_fault = TripleFaultWatch(self.int_log_path)
             if self.opts.ram_file:
                 fd, name = tempfile.mkstemp(prefix="gdbext-ram-", dir=_ram_dir(self.opts.memory_mib))
                 os.close(fd)  # QEMU sizes and maps it
@@ -594,6 +635,7 @@ class Qemu:
             self.argv = qemu_argv(
                 self.opts, qemu=qemu, serial_path=self.serial_path, gdb_port=port,
                 firmware=firmware, esp_image=esp_image, ram_path=self.ram_path,
+                int_log_path=self.int_log_path,
             )
             self._spawn()
             self.gdb_port = port
@@ -701,6 +743,17 @@ class Qemu:
             return None
         return re.search(pattern, self.serial_text(), re.MULTILINE) is not None
 
+    def triple_faulted(self) -> bool:
+        """The interrupt log says "Triple fault" (int_log only; always False without it).
+        Reads only what QEMU appended since the last call."""
+        return self._triple_fault is not None and self._triple_fault.check()
+
+    def triple_fault_error(self) -> QemuTripleFault | None:
+        if not self.triple_faulted():
+            return None
+        assert self.int_log_path is not None
+        return QemuTripleFault(self.int_log_path, self.serial_tail())
+
     def exited_error(self) -> QemuExited | None:
         """What ended QEMU, as an exception to raise or print; None while it
         runs, or when stop() ended it."""
@@ -719,15 +772,19 @@ class Qemu:
         """The first match of `pattern` (re.MULTILINE) in the serial log.
 
         Raises TimeoutError if it does not appear within `timeout` seconds,
-        QemuExited if QEMU exits without it.
+        QemuExited if QEMU exits without it, QemuTripleFault (a QemuExited)
+        when, under int_log, the guest triple-faults without it.
         """
         regex = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         while True:
             exited = self.process is None or self.process.poll() is not None
+            paused = not exited and self.triple_faulted()
             match = regex.search(self.serial_text())
             if match:
                 return match
+            if paused:
+                raise self.triple_fault_error()
             if exited:
                 raise self.exited_error() or QemuExited(self.returncode, self.serial_tail(), self.stderr_text())
             if time.monotonic() >= deadline:
@@ -735,20 +792,35 @@ class Qemu:
             time.sleep(POLL_SECONDS)
 
     def wait(self, timeout: float) -> int:
-        """QEMU's exit status; TimeoutError if it is still running after `timeout` seconds."""
+        """QEMU's exit status; EXIT_TRIPLE_FAULT as soon as the interrupt log
+        (int_log) says the guest triple-faulted (QEMU then keeps running, the
+        VM paused, until stop()); TimeoutError if it is still running after
+        `timeout` seconds."""
         if self.process is None:
             raise LaunchError("QEMU was not started")
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(f"QEMU still running after {timeout:g} s") from None
+        if self._triple_fault is None:
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"QEMU still running after {timeout:g} s") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.process.poll()
+            if status is not None:
+                return status
+            if self.triple_faulted():
+                return EXIT_TRIPLE_FAULT
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"QEMU still running after {timeout:g} s")
+            time.sleep(POLL_SECONDS)
 
     def follow_serial(self, poll: float = 0.05) -> Iterator[str]:
-        """Yield complete serial lines as they arrive, until QEMU exits."""
+        """Yield complete serial lines as they arrive, until QEMU exits (or,
+        under int_log, the guest triple-faults: the VM is paused then)."""
         offset = 0
         pending = ""
         while True:
-            exited = self.process is None or self.process.poll() is not None
+            exited = self.process is None or self.process.poll() is not None or self.triple_faulted()
             text = self.serial_text()
             pending += text[offset:]
             offset = len(text)
