@@ -119,6 +119,11 @@ class _Rdmsr:
         if in_condition():
             raise TargetError("gdbext: rdmsr is not run inside a breakpoint condition or stop callback "
                               "(it would step the guest); the values this session already knows are used")
+        if "shutdown" in hmp("info status"):
+            # -no-shutdown kept the VM after a triple fault: it runs nothing
+            # more, so an injected rdmsr would never complete.
+            raise TargetError("gdbext: the VM is paused after a shutdown (a triple fault under -no-shutdown): "
+                              "it cannot run the rdmsr that reading this MSR needs")
         if uses_kvm():
             raise TargetError("gdbext: QEMU runs this guest under KVM; rdmsr cannot be injected safely there (TCG only)")
         if self.snap.halted:

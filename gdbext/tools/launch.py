@@ -187,7 +187,7 @@ def describe_status(status: int | None) -> str:
         EXIT_SUCCESS: "guest reported success",
         EXIT_FAULT: "guest reported a fault",
         EXIT_RAN_ON: "guest ran on despite a mistake",
-        EXIT_RESET: "guest reset, e.g. a triple fault",
+        EXIT_RESET: "guest reset (e.g. a triple fault), or QEMU told to quit (gdb's `kill`)",
         EXIT_TRIPLE_FAULT: "triple fault; the VM is paused with its state",
         1: "QEMU failed to start or run",
         None: "still running",
@@ -742,6 +742,15 @@ class Qemu:
         if pattern is None:
             return None
         return re.search(pattern, self.serial_text(), re.MULTILINE) is not None
+
+    def describe_exit(self, status: int | None) -> str:
+        """describe_status, knowing how this QEMU was started: with int_log
+        (-no-shutdown) a reset or a triple fault pauses the VM, so status 0
+        can only be QEMU told to quit."""
+        if status == EXIT_RESET and self.opts.int_log:
+            return ("QEMU was told to quit (gdb's `kill`, or its monitor's `quit`); "
+                    "a reset or a triple fault would have paused it (-no-shutdown)")
+        return describe_status(status)
 
     def triple_faulted(self) -> bool:
         """The interrupt log says "Triple fault" (int_log only; always False without it).

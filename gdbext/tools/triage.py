@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-watch", action="store_true", help="do not arm sysret-watch")
     p.add_argument("--user-faults", action="store_true",
                    help="an exception taken in ring 3 is a finding too (by default the kernel handles it)")
+    p.add_argument("--no-int-log", action="store_true",
+                   help="do not have QEMU log the exceptions it delivers (-d int); without the log a triple "
+                        "fault is only a reset")
     return p
 
 
@@ -138,6 +141,7 @@ class Triage:
     fault_capture: dict[str, str] = field(default_factory=dict)
     fault_records: list[dict[str, Any]] = field(default_factory=list)
     fault_chain: dict[str, Any] | None = None
+    panic: str | None = None     # Linux's "Kernel panic - not syncing: ..." line, if the log has one
     exit_code: int | None = None
     stopped_because: str = ""
     # Where the vCPU was when the run ended: {"rip", "symbol", "instruction"}.
@@ -160,15 +164,23 @@ class Triage:
         return self.exit_code is not None and self.exit_code != launch.EXIT_SUCCESS
 
     @property
+    def failed_otherwise(self) -> bool:
+        """The guest failed whatever exceptions it took: it exited badly,
+        hung, triple-faulted, stopped at a finding, or its kernel panicked."""
+        return (self.guest_failed or bool(self.panic) or bool(self.findings)
+                or self.stopped_because in ("timeout", "triple-fault", "exception"))
+
+    @property
     def status(self) -> int:
-        if self.findings or self.exception or self.stopped_because == "timeout" or self.guest_failed:
+        if (self.findings or self.exception or self.stopped_because in ("timeout", "triple-fault")
+                or self.guest_failed or self.panic):
             return EXIT_FAILED
         return EXIT_CLEAN
 
     def to_json(self) -> dict[str, Any]:
         return {"boot": self.boot, "watch": self.watch, "findings": self.findings,
                 "fault_capture": self.fault_capture, "fault_records": self.fault_records,
-                "fault_chain": self.fault_chain, "exception": self.exception, "exit_code": self.exit_code,
+                "fault_chain": self.fault_chain, "panic": self.panic, "exception": self.exception, "exit_code": self.exit_code,
                 "guest_status": self.guest_status, "stopped_because": self.stopped_because,
                 "stop": self.stop, "timeout_reason": self.timeout_reason,
                 "limit_seconds": self.limit_seconds, "run_for": self.run_for, "hang": self.hang,
@@ -256,7 +268,7 @@ def exception_from_fault_record(record: dict[str, Any] | None) -> dict[str, Any]
     exc = {k: record.get(k) for k in _EXCEPTION_KEYS}
     exc["name"] = exc["name"] or exception_name(exc["vector"])
     exc["source"] = "idt-breakpoint"
-    exc["resumed"] = bool(record.get("resumed"))
+    exc["resumed"] = record.get("resumed")      # None: not followed (kernel mode, or KVM)
     return exc
 
 
@@ -274,6 +286,15 @@ def exception_from_chain(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     exc["triple_fault"] = bool(doc.get("triple_fault"))
     exc["chain_length"] = len(chain)
     return exc
+
+
+PANIC_LINE = re.compile(r"Kernel panic - not syncing: .*")
+
+
+def kernel_panic(serial: str) -> str | None:
+    """Linux's panic line: the kernel gave up, whether or not it then spins."""
+    m = PANIC_LINE.search(launch.serial_clean(serial))
+    return m.group(0).strip() if m else None
 
 
 def user_fault(exc: dict[str, Any]) -> bool:
@@ -372,7 +393,8 @@ def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptio
     opts = launch.QemuOptions(
         scenario=args.scenario or "ok", gdb_port=0, wait=True, serial_path=args.serial,
         efi_image=args.efi, kernel=args.kernel, initrd=args.initrd, append=_append(args),
-        drive=args.drive, cdrom=args.cdrom, firmware=args.firmware, extra_args=list(qemu_args))
+        drive=args.drive, cdrom=args.cdrom, firmware=args.firmware, extra_args=list(qemu_args),
+        int_log=int_log_wanted(args, qemu_args))
     try:
         opts.validate()
     except launch.LaunchError as exc:
@@ -381,6 +403,17 @@ def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptio
 
 
 LINUX_CONSOLE = "console=ttyS0"
+
+
+def int_log_wanted(args: argparse.Namespace, qemu_args: Sequence[str]) -> bool:
+    """QEMU's interrupt log (-d int,cpu_reset, -no-shutdown) is what sees a
+    triple fault and every failed delivery.  It costs ~14 us an interrupt or
+    exception delivered (scripts/bench-int-log): nothing measurable on a
+    Linux boot, so it is on unless --no-int-log, or QEMU's arguments already
+    use -d/-D or KVM (the log is TCG's)."""
+    if args.no_int_log:
+        return False
+    return not any("kvm" in a or a in ("-d", "-D") for a in qemu_args)
 
 
 def _append(args: argparse.Namespace) -> str | None:
@@ -510,6 +543,8 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
             driver = GdbDriver(elf=elf, timeout=COMMAND_TIMEOUT, target_exit=qemu.exit_summary)
             driver.load_gdbext()
             driver.connect(qemu.gdb_port)
+            if qemu.int_log_path is not None:
+                driver.command(f"gdbext-qemu-log {qemu.int_log_path}", timeout=COMMAND_TIMEOUT)
         except (GdbError, GdbTimeout, OSError) as exc:
             raise TriageError(f"gdb could not attach: {exc}") from None
         report.durations["attach_gdb"] = round(time.monotonic() - t, 3)
@@ -521,6 +556,8 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
         report.fault_capture["kernel-report"] = ("breakpoint on " + FAULT_SYMBOLS[0] if fault_bp is not None
                                                  else "no " + "/".join(FAULT_SYMBOLS) + " symbol")
         arm_fault_watch(driver, args, report)
+        if arming.pending:
+            arming.refault = lambda: arm_fault_watch(driver, args, report)
         until_bp = None
         if args.until:
             until_bp = _break(driver, args.until)
@@ -534,6 +571,7 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
         alive = not driver.target_gone and qemu.running
         if alive:
             report.stop = where(driver)
+        report.panic = kernel_panic(qemu.serial_text())
         gather_faults(driver, args, report, alive)
         watch_before = None
         if report.stopped_because == "timeout" and not driver.target_gone and qemu.running:
@@ -567,6 +605,8 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
     if report.exception is None and report.stopped_because in ("guest-exit", "timeout"):
         report.exception = parse_fault_line(report.serial_log)
     report.fault_capture["serial log"] = "FAULT line" if parse_fault_line(report.serial_log) else "no FAULT line"
+    if qemu.int_log_path is None:
+        report.fault_capture.setdefault("qemu-log", "off (--no-int-log, KVM or your own -d/-D)")
     report.durations["total"] = round(time.monotonic() - t_start, 3)
     return report
 
@@ -596,6 +636,7 @@ class Arming:
         self.command = "sysret-watch on" + (" --warnings" if args.warnings else "")
         self.report = report
         self.pending = not args.no_watch
+        self.refault = None         # re-arms fault-watch where the sysret watch arms late
         self._last_key: tuple | None = None
         self._last_try = 0.0
         report.watch = {"armed": False, "attempts": 0, "last_error": "--no-watch" if args.no_watch else None}
@@ -628,6 +669,8 @@ class Arming:
             self.report.watch["last_error"] = str(exc).removeprefix("sysret-watch: ")
             return False
         self.pending = False
+        if self.refault is not None:
+            self.refault()          # the kernel's own IDT is loaded by now
         status = _watch_status(self.driver)
         m = re.search(r"site\(s\) from (.*?); stops on", text)
         self.report.watch.update(
@@ -672,32 +715,44 @@ def gather_faults(driver, args: argparse.Namespace, report: Triage, alive: bool)
     -d int log, after the run.  The report's exception comes from the first
     source that has one (FAULT_SOURCES order); a ring-3 exception counts only
     with --user-faults (the kernel handles it: a process is killed, not the OS)."""
-    if not alive:
-        report.fault_capture.setdefault("qemu-log", "not read: the guest exited")
-        return
+    # After the guest exited, `fault-watch status` still shows what the
+    # watch of that connection caught.
     status = _json_command(driver, "fault-watch status")
     if isinstance(status, dict) and "error" not in status:
         report.fault_records = list(status.get("records") or [])
-        last = exception_from_fault_record(status.get("last"))
-        if report.exception is None and last is not None and not last["resumed"] and (
-                args.user_faults or not user_fault(last)):
-            report.exception = last
-            if report.stopped_because.startswith("stopped") or report.findings and report.findings[0].get(
-                    "rule") == "TRIAGE-UNEXPECTED-STOP":
-                report.stopped_because, report.findings = "exception", []
-                report.errors = [e for e in report.errors if "unexpected reason" not in e]
+        records = [r for r in map(exception_from_fault_record, report.fault_records) if r]
         if report.exception is None and args.user_faults:
-            user = [r for r in map(exception_from_fault_record, report.fault_records) if r and user_fault(r)]
-            if user:
-                report.exception = user[0]
+            # Demand paging and copy-on-write are resumed; a fault that
+            # kills the process (SIGSEGV) is not.
+            unresumed = [r for r in records if user_fault(r) and r.get("resumed") is False]
+            unknown = [r for r in records if user_fault(r) and r.get("resumed") is None]
+            if unresumed:
+                report.exception = dict(unresumed[0], note="a ring-3 exception whose instruction never ran "
+                                                           "again: the kernel did not resume it")
+            elif unknown:
+                report.exception = dict(unknown[-1], note="a ring-3 exception; whether the kernel resumed it is "
+                                                          "not known (KVM)")
+        # A kernel takes exceptions as part of its work (a #PF on a user page
+        # it copies to, a fixed-up rdmsr): one tells the story only when the
+        # guest then failed, and a #PF on a user address is left out.
+        kernel = [r for r in records if not user_fault(r)
+                  and not (r.get("vector") == 14 and r.get("cr2") is not None and not r["cr2"] >> 63)]
+        if report.exception is None and kernel and report.failed_otherwise:
+            report.exception = dict(kernel[-1], note="the last exception the guest took in ring 0 before it failed")
+    if not alive:
+        report.fault_capture.setdefault("qemu-log", "not read: the guest exited")
+        return
+    if report.stopped_because != "triple-fault" and report.exception is not None:
+        report.fault_capture.setdefault("qemu-log", "not needed: the exception was caught before")
+        return
     chain = _json_command(driver, "fault-chain")
     if isinstance(chain, dict) and "error" in chain:
         report.fault_capture["qemu-log"] = chain["error"]
         return
     report.fault_chain = chain
     report.fault_capture["qemu-log"] = f"{len(chain.get('chain') or [])} deliveries logged"
-    if report.exception is None:
-        report.exception = exception_from_chain(chain)
+    if report.stopped_because == "triple-fault" or report.exception is None:
+        report.exception = exception_from_chain(chain) or report.exception
 
 
 def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: int | None,
@@ -723,6 +778,12 @@ def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: i
         report.guest_status = launch.describe_status(report.exit_code)
         if qemu.kernel_started() is False:
             report.guest_status += " before the kernel's first line"
+        return
+    if qemu.triple_faulted():
+        # -no-shutdown: QEMU paused the VM with the state of the failed
+        # delivery, and gdb saw SIGQUIT; fault-chain explains it from the log.
+        report.stopped_because = "triple-fault"
+        report.guest_status = launch.describe_status(launch.EXIT_TRIPLE_FAULT)
         return
     bkpt = stop.payload.get("bkptno")
     number = int(bkpt) if bkpt and bkpt.lstrip("-").isdigit() else None
@@ -775,6 +836,28 @@ def cpu_line(cpl: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _first(text: str, limit: int = 160) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def chain_lines(doc: dict[str, Any] | None) -> list[str]:
+    """QEMU's logged deliveries, one per line, each with why it failed."""
+    chain = (doc or {}).get("chain") or []
+    if not chain:
+        return []
+    head = f"  fault chain (QEMU's log, {len(chain)} deliveries"
+    head += ", ending in a triple fault):" if doc.get("triple_fault") else "):"
+    out = [head]
+    for c in chain:
+        what = c.get("name") or f"vector {c.get('vector')}"
+        if c.get("error_code") is not None:
+            what += f"({c['error_code']:#x})"
+        where = f" at {_hex(c.get('rip'))} CPL {c.get('cpl')}" + (f" CR2 {c['cr2']:#x}" if c.get("cr2") else "")
+        out.append(f"    {what}{where}: {c.get('explanation') or c.get('outcome') or 'delivered'}")
+    return out
+
+
 def text_report(report: Triage) -> str:
     verdict = {EXIT_CLEAN: "CLEAN", EXIT_FAILED: "FAILED"}[report.status]
     because = report.stopped_because
@@ -796,6 +879,8 @@ def text_report(report: Triage) -> str:
         lines.append(f"  guest exit: status {report.exit_code} ({report.guest_status})")
     if report.hang:
         lines.append(f"  hang: {hang_text(report.hang)}")
+    if report.panic:
+        lines.append(f"  kernel panic: {report.panic}")
     for f in report.findings:
         lines.append(f"  finding {f.get('severity', 'error'):7} {f['rule']:17} {f.get('message', '')}")
         if f.get("consequence"):
@@ -807,6 +892,9 @@ def text_report(report: Triage) -> str:
                      f"cs {_hex(e.get('cs'))} cr2 {_hex(e.get('cr2'))}")
         lines.append(f"    caught by: {e.get('source')}" + (", ending in a triple fault" if e.get("triple_fault")
                                                             else ""))
+        if e.get("note"):
+            lines.append(f"    {e['note']}")
+    lines += chain_lines(report.fault_chain)
     if report.stop:
         lines.append(f"  stopped at: {_location(report.stop)}")
     cpl = report.state.get("info cpl")
@@ -814,7 +902,7 @@ def text_report(report: Triage) -> str:
         lines.append(f"  cpu: {cpu_line(cpl)}")
     failed = [name for name, doc in report.state.items() if isinstance(doc, dict) and "error" in doc]
     if failed:
-        lines.append("  not collected: " + "; ".join(f"{n}: {report.state[n]['error']}" for n in failed))
+        lines.append("  not collected: " + "; ".join(f"{n}: {_first(report.state[n]['error'])}" for n in failed))
     for err in report.errors:
         lines.append(f"  note: {err}")
     lines.append("  durations: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.durations.items()))
@@ -864,6 +952,10 @@ def junit_xml(report: Triage) -> str:
             exit_failure += f"; {hang_text(report.hang)}"
     elif report.guest_failed:
         exit_failure = f"guest exit status {report.exit_code} ({report.guest_status})"
+    elif report.panic:
+        exit_failure = report.panic
+    elif report.stopped_because == "triple-fault":
+        exit_failure = "triple fault: " + ((report.fault_chain or {}).get("summary") or "see the fault chain")
     serial = launch.serial_clean(report.serial_log)
     case("guest exit", exit_failure, serial[-4000:] if exit_failure else "")
     suite.set("tests", str(len(suite)))

@@ -120,9 +120,12 @@ def test_a_hang_is_cut_off_and_says_where_it_spins(tmp_path, kernel_paths):
     hang = report["hang"]
     samples = [t for t in hang["samples"] if "halted" in t]
     assert len(samples) >= 3 and not hang["halted"] and not any(t["halted"] for t in samples)
+    # Each sample is on spin's way round: the user program in ring 3, or the
+    # system call it makes in ring 0 (where it spends most of its time).
     user = [t for t in samples if t["rip"] < 1 << 47]
-    assert user, f"no sample in the user program: {samples}"
     assert all(t["cpl"] == 3 and t["symbol"] and t["symbol"].startswith("user_") for t in user), user
+    kernel = [t for t in samples if t["rip"] >= 1 << 47]
+    assert all(t["cpl"] == 0 and t["symbol"] for t in kernel), kernel
     assert all(t["symbol"] and t["instruction"] for t in samples)
     assert "hang: vCPU 0 spinning, not halted; at 0x" in out
 
@@ -149,7 +152,8 @@ def test_run_for_a_guest_that_runs_on_is_clean(tmp_path, kernel_paths):
 def test_unusable_input_exits_2_with_one_line(capsys, argv, words):
     assert triage.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("triage: error:") and words in err
+    # Named as run: here as a module (gdbext-triage), from scripts/ `triage`.
+    assert len(err.splitlines()) == 1 and err.startswith("gdbext-triage: error:") and words in err
 
 
 def test_wrapper_reports_bad_input_too(tmp_path):
@@ -330,3 +334,98 @@ def test_fault_sources_become_the_exception():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+# ---------------------------------------------------------------------------
+# Exceptions on kernels that do not report them: the IDT and QEMU's log
+# ---------------------------------------------------------------------------
+
+@pytest.mark.qemu
+def test_a_triple_fault_is_the_chain_qemu_logged_each_delivery_explained(tmp_path, kernel_paths):
+    # tss-rsp0-unmapped (kernel/README.md): the user program's int $0x80 cannot
+    # push its frame on RSP0, nor the #PF, nor the #DF on IST1.  --no-watch: the
+    # sysret watch would stop it earlier, at SR-TSS-RSP0.
+    code, report, suite, out = run_triage(tmp_path, "--scenario", "tss-rsp0-unmapped", "--no-watch",
+                                          "--timeout", "60")
+    assert code == 1, out
+    assert report["stopped_because"] == "triple-fault"
+    chain = report["fault_chain"]
+    assert chain["triple_fault"] is True
+    assert [(c["vector"], c["error_code"], c["cpl"]) for c in chain["chain"]] == [(0x80, None, 3), (14, 2, 3),
+                                                                                  (8, 0, 3)]
+    assert all(c["matches_log"] for c in chain["chain"])
+    assert "RSP0" in chain["chain"][0]["explanation"] and chain["chain"][-1]["outcome"] == "shutdown"
+    cr2 = chain["chain"][1]["cr2"]      # RSP0 - 8: where the frame's first push went
+    assert cr2 >> 63 and f"CR2={cr2:#x}" in chain["chain"][0]["explanation"]
+    exc = report["exception"]
+    assert exc["source"] == "qemu-log" and exc["triple_fault"] and exc["vector"] == 8
+    assert "fault chain (QEMU's log, 3 deliveries, ending in a triple fault):" in out
+    assert junit_failures(suite)["guest exit"].startswith("triple fault: INT 0x80")
+    # The state is the failed delivery's: gdb could still read it, and nothing hung on the paused VM.
+    assert report["state"]["info cpl"]["cpl"] == 3
+    assert report["durations"]["collect"] < 15
+
+
+@pytest.mark.qemu
+def test_the_empty_idt_kernel_triple_faults_with_every_reason_said(tmp_path):
+    image = nasm_kernel(tmp_path, "empty_idt.asm")
+    code, report, suite, out = run_triage(tmp_path, "--kernel", str(image), "--no-watch", "--timeout", "30")
+    assert code == 1, out
+    assert report["stopped_because"] == "triple-fault"
+    summary = report["fault_chain"]["summary"]
+    assert re.fullmatch(r"#UD at 0x[0-9a-f]+; vector 6 is past the IDT limit 0x0: #GP\(0x32\); #GP's gate is "
+                        r"past the IDT limit: #DF; #DF's gate is past the IDT limit: shutdown", summary), summary
+    assert [c["vector"] for c in report["fault_chain"]["chain"]] == [6, 13, 8]
+
+
+@pytest.mark.qemu
+def test_a_kernel_fault_is_caught_at_the_idt_with_no_symbols(tmp_path, kernel_paths):
+    """gdb has a stripped kernel: no fault_report breakpoint, so the exception
+    comes from fault-watch's record at the kernel's #GP handler; it equals the
+    kernel's own FAULT line."""
+    stripped = tmp_path / "kernel-stripped.elf"
+    subprocess.run(["objcopy", "--strip-all", str(kernel_paths.elf), str(stripped)], check=True)
+    code, report, suite, out = run_triage(tmp_path, "--scenario", "gdt-order", "--no-watch", "--elf", str(stripped),
+                                          "--timeout", "60")
+    assert code == 1, out
+    assert report["fault_capture"]["kernel-report"].startswith("no ")
+    exc = report["exception"]
+    truth = triage.parse_fault_line(report["serial_log"])
+    assert exc["source"] == "idt-breakpoint", exc
+    assert (exc["vector"], exc["error_code"], exc["rip"], exc["cs"], exc["cpl"]) == (
+        truth["vector"], truth["error_code"], truth["rip"], truth["cs"], 0)
+    assert report["exit_code"] == launch.EXIT_FAULT
+
+
+def _segv_initramfs(tmp_path: Path) -> Path:
+    if shutil.which("nasm") is None:
+        pytest.skip("nasm not installed (Debian package nasm)")
+    obj, init = tmp_path / "segv_init.o", tmp_path / "init"
+    subprocess.run(["nasm", "-f", "elf64", "-o", str(obj), str(KERNELS / "segv_init.asm")], check=True)
+    subprocess.run(["ld", "-static", "-o", str(init), str(obj)], check=True)
+    w = linuxguest._CpioWriter()
+    w.directory("dev")
+    w.device("dev/console", major=5, minor=1, mode=0o600)
+    w.file("init", init.read_bytes(), mode=0o755)
+    out = tmp_path / "segv.cpio.gz"
+    import gzip
+
+    out.write_bytes(gzip.compress(w.finish(), mtime=0))
+    return out
+
+
+@pytest.mark.qemu
+def test_a_segfaulting_init_is_the_ring3_fault_the_kernel_never_resumed(tmp_path, guest):
+    initrd = _segv_initramfs(tmp_path)
+    code, report, suite, out = run_triage(tmp_path, "--kernel", str(guest.vmlinuz), "--initrd", str(initrd),
+                                          "--user-faults", "--run-for", "40")
+    assert code == 1, out
+    assert "segv-init: writing to address 0" in report["serial_log"]
+    assert report["panic"] and "Attempted to kill init" in report["panic"], out
+    exc = report["exception"]
+    # SDM Vol. 3A 4.7: error 0x6 = write (W/R) from user mode (U/S) to a not-present page.
+    assert (exc["source"], exc["vector"], exc["cpl"], exc["cr2"], exc["error_code"]) == ("idt-breakpoint", 14, 3,
+                                                                                        0, 0x6), exc
+    assert exc["resumed"] is False
+    # Its first instruction fetch faulted too (demand paging), and was resumed.
+    assert any(r["cpl"] == 3 and r["resumed"] is True for r in report["fault_records"]), report["fault_records"]

@@ -121,7 +121,7 @@ def test_missing_qemu_names_the_package(monkeypatch):
 
 
 def test_describe_status_says_a_reset_is_not_success():
-    assert launch.describe_status(0) == "guest reset, e.g. a triple fault"
+    assert launch.describe_status(0) == "guest reset (e.g. a triple fault), or QEMU told to quit (gdb's `kill`)"
     assert launch.describe_status(launch.EXIT_SUCCESS) == "guest reported success"
     assert launch.describe_status(-9) == "killed by a signal"
 

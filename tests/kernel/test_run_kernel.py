@@ -105,3 +105,34 @@ def test_chain_printed_after_a_triple_fault_reads_qemus_log(capsys):
     out = capsys.readouterr().out
     assert "#UD at 0x100027; vector 6 is past the IDT limit 0x0: #GP(0x32);" in out.replace("\n  ", " ")
     assert all(len(line) <= 80 for line in out.splitlines())
+
+
+@pytest.mark.qemu
+def test_gdbs_kill_is_not_called_a_reset(kernel_paths):
+    """With the interrupt log (run-kernel's default) a reset or a triple fault
+    pauses the VM, so QEMU exiting 0 can only be gdb's `kill`: said so."""
+    from gdbext.tools.driver import GdbDriver
+
+    proc = subprocess.Popen([sys.executable, str(RUN_KERNEL), "--scenario", "spin", "--gdb", "--wait"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        seen = ""
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen += line
+            m = re.search(r"127\.0\.0\.1:(\d+)", line)
+            port = int(m.group(1)) if m else None
+        assert port is not None, seen
+        with GdbDriver(kernel_paths.elf, timeout=30) as gdb:
+            gdb.command(f"target remote 127.0.0.1:{port}")
+            gdb.command("kill")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = seen + err
+    assert "QEMU exited with status 0: QEMU was told to quit (gdb's `kill`" in err, err
+    assert "guest reset" not in err
