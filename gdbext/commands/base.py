@@ -13,6 +13,7 @@ from gdbext.model.snapshot import SnapshotError
 from gdbext.model.symbols import SymbolError, SymbolTable
 from gdbext.target.remote import execute_text
 from gdbext.views.common import ReportError, to_json
+from gdbext.views.text import fit_lines
 from gdbext.x86 import DecodeError
 from gdbext.x86.bits import MASK64
 
@@ -155,6 +156,8 @@ class GdbextCommand(gdb.Command):
 
     NAME = ""
     COMMAND_CLASS = gdb.COMMAND_STATUS
+    # Text made of lines (not tables): wrapped at spaces to gdb's width.
+    WRAP_TEXT = False
 
     def __init__(self, name: Optional[str] = None) -> None:
         self.registered_name = name or full_name(self.NAME)
@@ -240,6 +243,8 @@ class GdbextCommand(gdb.Command):
         except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, never a traceback
             raise gdb.GdbError(f"{self.NAME}: internal error (a gdbext bug, please report it): "
                                f"{type(exc).__name__}: {exc}") from None
+        if not args.json and self.WRAP_TEXT:
+            text = "\n".join(fit_lines(text.splitlines(), output_width()))
         gdb.write((to_json(report) if args.json else text) + "\n")
 
     def run(self, args):  # -> (report, text): the report is a dataclass of gdbext.views, serialized by to_json

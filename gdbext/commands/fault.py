@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 import gdb
 
 from gdbext import target
-from gdbext.commands.base import GdbextCommand, symbolize
+from gdbext.commands.base import GdbextCommand, output_width, symbolize
 from gdbext.model.linear import read_linear
 from gdbext.model.snapshot import Snapshot, SnapshotError
 from gdbext.views.common import ReportError, hx, long_mode, report_dict
 from gdbext.views.fault import FaultReport, fault_line, fault_report, fault_text
+from gdbext.views.text import fit_lines
 from gdbext.x86 import DecodeError
 from gdbext.x86.faults import (
     candidate_vectors,
@@ -326,7 +327,8 @@ class FaultBreakpoint(gdb.Breakpoint):
         if not stop:
             return False
         watch.stops += 1
-        gdb.write("fault-watch: stopped at an exception\n" + fault_text(report) + "\n")
+        text = "fault-watch: stopped at an exception\n" + fault_text(report)
+        gdb.write("\n".join(fit_lines(text.splitlines(), output_width())) + "\n")
         return True
 
 
@@ -525,6 +527,7 @@ address}, "idt": [{"cpu", "base", "limit", "handlers"}], "lidt_sites",
 "records", "last"}."""
 
     NAME = "fault-watch"
+    WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_BREAKPOINTS
 
     def arguments(self, parser):
@@ -590,6 +593,7 @@ JSON: the report {"vector", "name", "error_code", "rip", "cs", "rflags",
 --all {"records": [reports], "counts"}."""
 
     NAME = "info fault"
+    WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_STATUS
 
     def arguments(self, parser):

@@ -73,6 +73,7 @@ JSON: {"log", "chain": [{"vector", "name", "error_code", "rip", "cpl", "cr2",
 "notes"}."""
 
     NAME = "fault-chain"
+    WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_STATUS
 
     def arguments(self, parser):
@@ -116,6 +117,7 @@ $GDBEXT_QEMU_LOG names it.  The setting lasts as long as the connection.
 JSON: {"log", "source", "exists"}."""
 
     NAME = "gdbext-qemu-log"
+    WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_FILES
     POSITIONAL_COMPLETION = gdb.COMPLETE_FILENAME
 

@@ -42,3 +42,23 @@ def test_every_view_fits_80_columns_and_is_unchanged_at_200(kernel_session):
                 at_80 = gdb.command(command + " --json")
                 gdb.command("set width 0")
                 assert gdb.command(command + " --json") == at_80, command
+
+
+def test_the_exception_views_fit_80_columns(qemu_factory, kernel_paths):
+    from gdbext.tools.driver import GdbDriver
+
+    qemu = qemu_factory(scenario="gdt-order", gdb_port=0, wait=True, int_log=True)
+    with GdbDriver(kernel_paths.elf, timeout=60, target_exit=qemu.exit_summary) as gdb:
+        gdb.load_gdbext()
+        gdb.connect(qemu.gdb_port)
+        gdb.command(f"gdbext-qemu-log {qemu.int_log_path}")
+        gdb.command("set width 80")
+        gdb.command("fault-watch on")
+        stop = gdb.resume_until_stop(90)
+        assert stop is not None and "fault-watch: stopped at an exception" in stop.console
+        texts = {"stop": stop.console}
+        for command in ("info fault", "fault-watch status", "fault-chain"):
+            texts[command] = gdb.command(command)
+        for name, text in texts.items():
+            assert max(len(line) for line in text.splitlines()) <= 80, f"{name}:\n{text}"
+        assert "#GP (General Protection, vector 13) error code 0x28" in " ".join(texts["info fault"].split())
