@@ -3,7 +3,7 @@
 The watch reads each vCPU's IDT (IDTR from QEMU's monitor, the gates from
 memory) and puts one internal breakpoint on each distinct handler of a
 present gate of the watched vectors.  Nothing else is watched, so a guest
-that takes no exception pays nothing.  At a handler's first instruction,
+that takes no exception never stops for it.  At a handler's first instruction,
 before it pushed anything, RSP points at the frame the CPU pushed (SDM Vol.
 3A 6.14.2); stop() decodes it (gdbext.x86.faults), checks that it is one
 (RSP's 16-byte alignment says whether an error code was pushed; RFLAGS bit 1
@@ -518,7 +518,8 @@ vector and CPL (`info fault --all`).  A handler shared by several vectors is
 reported with every vector it could be.  LIDT sites (from the ELF files gdb
 loaded, else a scan of the kernel's executable pages) are watched, so a new
 IDT is followed; needs no symbols.  Only handler entries are watched: a
-guest that takes no exception pays nothing.
+guest that takes no exception never stops for it (scripts/bench-fault-watch
+measures what it costs).
 off: remove the breakpoints.  status: vectors, handlers, each vCPU's IDT,
 counts, records (--record) and the last exception.
 JSON (status): {"armed", "vectors", "user", "record", "handlers": {vector:
