@@ -34,7 +34,7 @@ def symbolize(address: int) -> Optional[str]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump, no SystemExit
-        raise gdb.GdbError(f"{self.prog}: {message} (see `help {self.prog}`)")
+        raise gdb.GdbError(f"{self.prog}: {message} (see `help {getattr(self, 'help_name', self.prog)}`)")
 
     def exit(self, status: int = 0, message: Optional[str] = None):
         if message:
@@ -123,17 +123,48 @@ def int_argument(where: str, value: gdb.Value, lo: int = 0, hi: int = MASK64) ->
     return n
 
 
+PREFIX = "gdbext"
+
+
+def output_width() -> Optional[int]:
+    """gdb's `width` (the terminal's, at a terminal); None when unlimited."""
+    try:
+        width = gdb.parameter("width")
+    except (gdb.error, RuntimeError):
+        return None
+    return width if isinstance(width, int) and 0 < width < 1_000_000 else None
+
+
+def full_name(short: str) -> str:
+    """Every command also lives under the `gdbext` prefix (`gdbext pagewalk`,
+    `gdbext info gdt`, `gdbext symbols`), which another extension's names
+    cannot shadow."""
+    return f"{PREFIX} {short.removeprefix(PREFIX + '-')}"
+
+
+# Every command class made, in order: its short name is registered last,
+# when free (gdbext.commands.register).
+COMMANDS: List[type] = []
+
+
 class GdbextCommand(gdb.Command):
-    """Base: subclasses set NAME, build their parser in `arguments`, and `run`."""
+    """Base: subclasses set NAME, build their parser in `arguments`, and `run`.
+
+    Made with no name, a command registers as full_name(NAME); the short
+    NAME is a second instance, made by register_short_names()."""
 
     NAME = ""
     COMMAND_CLASS = gdb.COMMAND_STATUS
 
-    def __init__(self) -> None:
-        super().__init__(self.NAME, self.COMMAND_CLASS)
+    def __init__(self, name: Optional[str] = None) -> None:
+        self.registered_name = name or full_name(self.NAME)
+        super().__init__(self.registered_name, self.COMMAND_CLASS)
+        if name is None and type(self) not in COMMANDS:
+            COMMANDS.append(type(self))
         # The docstring is the help, the one text: `help CMD` shows it, and so
         # does `CMD --help`; the parser only parses.
         self.parser = _Parser(prog=self.NAME, add_help=False)
+        self.parser.help_name = self.registered_name
         self.parser.add_argument("-h", "--help", action=_ShowDoc, nargs=0, doc=self.__doc__ or "")
         self.parser.add_argument("--json", action="store_true")
         self.arguments(self.parser)
@@ -190,7 +221,7 @@ class GdbextCommand(gdb.Command):
             # argparse would take "-0x10" or "-(8)" for an unknown option.
             if len(word) > 1 and word[0] == "-" and not (word[1] == "-" or word[1].isalpha()):
                 raise gdb.GdbError(f"{self.NAME}: {word} is negative; addresses, selectors and counts are not "
-                                   f"(see `help {self.NAME}`)")
+                                   f"(see `help {self.registered_name}`)")
         try:
             # Options may stand anywhere, between positional arguments too.
             args = self.parser.parse_intermixed_args(words)
@@ -213,6 +244,38 @@ class GdbextCommand(gdb.Command):
 
     def run(self, args):  # -> (report, text): the report is a dataclass of gdbext.views, serialized by to_json
         raise NotImplementedError
+
+
+def _defined(name: str) -> Optional[str]:
+    """The first line of `help NAME` if NAME is exactly a command, else None."""
+    try:
+        completions = execute_text(f"complete {name}").splitlines()
+    except gdb.error:
+        return None
+    if name not in (c.strip() for c in completions):
+        return None
+    try:
+        return (execute_text(f"help {name}").strip().splitlines() or [""])[0]
+    except gdb.error:
+        return None
+
+
+def _first_line(doc: Optional[str]) -> str:
+    return ((doc or "").strip().splitlines() or [""])[0]
+
+
+def register_short_names() -> List[str]:
+    """Register each command's short name (`pagewalk`, `info gdt`) unless
+    another extension owns it; returns the names left alone.  A name that is
+    gdbext's own (an earlier load of another copy) is taken over."""
+    left = []
+    for cls in COMMANDS:
+        owner = _defined(cls.NAME)
+        if owner is not None and owner != _first_line(cls.__doc__):
+            left.append(cls.NAME)
+            continue
+        cls(cls.NAME)
+    return left
 
 
 def capture_to_file(command: str, path: str) -> None:

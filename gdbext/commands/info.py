@@ -13,6 +13,7 @@ from gdbext.commands.base import (
     _symbols,
     int_argument,
     number_type,
+    output_width,
     parse_int,
     symbolize,
 )
@@ -102,7 +103,7 @@ JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...
         except gdb.GdbError:
             pass  # the report shows each unreadable MSR with the reason
         r = msr_report(snap, only, symbolize)
-        return r, msr_text(r)
+        return r, msr_text(r, output_width())
 
 
 class InfoGdt(GdbextCommand):
@@ -136,7 +137,7 @@ JSON: {"base", "limit", "entries": [{"index", "selector", "kind", "base",
             except gdb.GdbError as exc:
                 notes.append(f"STAR's roles are not shown: {str(exc).removeprefix('gdbext: ')}")
         r = gdt_report(snap, args.selector, with_star=not args.no_star, notes=notes)
-        return r, gdt_text(r)
+        return r, gdt_text(r, output_width())
 
 
 class InfoTss(GdbextCommand):
@@ -152,7 +153,7 @@ JSON: {"selector", "base", "limit", "rsp": [...], "ist": [...], "iomap_base", "s
 
     def run(self, args):
         r = tss_report(target.snapshot())
-        return r, tss_text(r)
+        return r, tss_text(r, output_width())
 
 
 class InfoIdt(GdbextCommand):
@@ -175,7 +176,7 @@ JSON: {"base", "limit", "gates": [{"vector", "name", "kind", "selector", "handle
         if args.vector is not None and not 0 <= args.vector <= 255:
             raise gdb.GdbError(f"info idt: vector {args.vector} is outside 0..255")
         r = idt_report(target.snapshot(), args.vector, symbolize)
-        return r, idt_text(r)
+        return r, idt_text(r, output_width())
 
 
 @dataclass(frozen=True)
@@ -279,13 +280,27 @@ Commands (each has `help COMMAND`, and most take --json):
   ptdump                every mapping, merged into ranges; --wx, --phys, --user
   sysret-check [ADDR]   would a sysret now work?  every rule, with the reason
   sysret-watch on|off|status   stop before any sysret that would go wrong
+  fault-watch on|off|status    stop at any exception's handler, frame decoded
+  info fault [--all]    the last exception caught (or every one recorded)
+  fault-chain           the failed deliveries before a triple fault, from QEMU's log
+  gdbext-qemu-log FILE|off|show  the QEMU -d int log fault-chain reads
   gdbext-symbols FILE [OFFSET] symbols from an ELF for gdbext's lookups
 Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
 
     def __init__(self) -> None:
-        # Not a prefix: gdbext's commands are `info X`, verbs and gdbext-NAME,
-        # and a prefix with no subcommands shows an empty list in `help gdbext`.
-        super().__init__("gdbext", gdb.COMMAND_SUPPORT)
+        # A prefix: every command is also `gdbext NAME`, reachable whatever
+        # another extension did with the short names.
+        super().__init__("gdbext", gdb.COMMAND_SUPPORT, prefix=True)
+
+    def invoke(self, argument, from_tty):
+        gdb.write(self.__doc__ + "\n")
+
+
+class GdbextInfo(gdb.Command):
+    """gdbext's info commands: gdbext info gdt|tss|idt|msr|cpl (also `info gdt`...)."""
+
+    def __init__(self) -> None:
+        super().__init__("gdbext info", gdb.COMMAND_STATUS, prefix=True)
 
     def invoke(self, argument, from_tty):
         gdb.write(self.__doc__ + "\n")
@@ -293,6 +308,7 @@ Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
 
 def register() -> None:
     Gdbext()
+    GdbextInfo()
     for cls in (InfoCpl, InfoMsr, InfoGdt, InfoTss, InfoIdt, Symbols):
         cls()
     CplFunction()

@@ -16,6 +16,7 @@ from gdbext.commands.base import (
     address_arg,
     count_arg,
     number_type,
+    output_width,
     parse_int,
 )
 from gdbext.model.snapshot import Snapshot
@@ -111,7 +112,7 @@ JSON: {"va", "pa" (null if unmapped), "page_size", "user", "writable",
         r = walk_report(w, ctx, modes=modes, accesses=accesses,
                         rflags_ac=bool(snap.rflags & RFLAGS_AC), notes=notes,
                         cpl=snap.cpl, phys_source=target.PHYS.source)
-        return r, walk_text(r)
+        return r, walk_text(r, output_width())
 
 
 class Ptdump(GdbextCommand):
@@ -194,7 +195,7 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
         if not args.json:
             # Only one of the two is printed, and turning ~66,000 ranges of
             # a Linux dump into a report and its JSON takes about a second.
-            return None, dump_text(view)
+            return None, dump_text(view, output_width())
         return dump_report(view, cpl=snap.cpl, phys_source=target.PHYS.source), ""
 
 

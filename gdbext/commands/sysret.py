@@ -23,10 +23,9 @@ A check must cost little next to the stop itself (about a millisecond), so:
 """
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional
 
 import gdb
 
@@ -52,7 +51,6 @@ from gdbext.x86.insn import (
     scan_wrmsr,
     sites_from_elf,
     sysret_at,
-    table_loads_from_elf,
 )
 
 # What the rules read besides registers; SYSENTER_EIP says whether 32-bit
@@ -151,6 +149,7 @@ class Watch:
     reused_seconds: float = 0.0     # of check_seconds: sysret checks whose verdict was reused
     source: str = ""
     memory: str = ""
+    dropped: int = 0
     last: Optional[dict] = None
 
     def status(self) -> dict:
@@ -159,7 +158,7 @@ class Watch:
                 "table_load_sites": self.table_sites,
                 "checks": self.checks, "wrmsr_checks": self.wrmsr_checks, "table_loads": self.table_loads,
                 "findings": self.findings, "reused_verdicts": self.verdicts.hits,
-                "source": self.source, "memory": self.memory,
+                "source": self.source, "memory": self.memory, "dropped_candidates": self.dropped,
                 "mean_check_ms": round(1000 * self.check_seconds / max(1, self.checks + self.wrmsr_checks), 3),
                 "mean_reused_ms": round(1000 * self.reused_seconds / max(1, self.verdicts.hits), 3),
                 "mean_evaluated_ms": round(1000 * (self.check_seconds - self.reused_seconds)
@@ -349,61 +348,36 @@ class WrmsrBreakpoint(gdb.Breakpoint):
         return True
 
 
-def _elf_files() -> List[str]:
-    files = []
-    for objfile in gdb.objfiles():
-        name = objfile.filename
-        if name and not name.startswith("system-supplied") and objfile.is_valid():
-            files.append(name)
-    return files
-
-
-def _short(path: str) -> str:
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
 @dataclass
 class _Found:
     sysret: List[Site]
     wrmsr: List[int]
     table_loads: List[int]
     source: str
+    dropped: int = 0     # candidates not proven to start an instruction
 
 
 def _find_sites(snap: Snapshot) -> _Found:
-    files = _elf_files()
-    if not files:
-        return _scan_kernel_pages(snap)
-    found = _Found([], [], [], "ELF " + ", ".join(_short(f) for f in files))
-    for name in files:
-        s, w = sites_from_elf(name)
-        found.sysret += s
-        found.wrmsr += w
-        found.table_loads += table_loads_from_elf(name)
-    return found
-
-
-def _scan_kernel_pages(snap: Snapshot) -> _Found:
-    """No ELF: scan every supervisor-executable page of the live page tables."""
-    from gdbext.x86.paging import PagingContext, dump
-
-    ctx = PagingContext.from_snapshot(snap)
-    ranges = [r for r in dump(snap.read_phys, ctx) if r.executable and not r.user and r.va_start >> 63]
-    found = _Found([], [], [], "")
-    seen_pa: Set[int] = set()
-    total = 0
-    for r in ranges:
-        size = r.va_end - r.va_start
-        if size > 64 << 20 or r.pa_start in seen_pa:   # the direct map is not code
+    """Every SYSRET, WRMSR, LGDT and LTR the kernel's code holds: candidates by
+    their bytes, kept only where decoding from a known instruction start
+    lands on them (gdbext.target.code)."""
+    code = target.kernel_code(snap)
+    found = _Found([], [], [], code.source)
+    symbols = {}
+    for name in target.elf_files():
+        try:
+            sysret, _ = sites_from_elf(name)
+        except (OSError, ValueError):
             continue
-        seen_pa.add(r.pa_start)
-        code = target.PHYS.read(r.pa_start, size)
-        total += size
-        found.sysret += scan(code, r.va_start)
-        found.wrmsr += scan_wrmsr(code, r.va_start)
-        found.table_loads += scan_table_loads(code, r.va_start)
-    found.source = f"scan of {total >> 10} KiB of kernel-executable pages"
+        symbols.update({s.address: s.symbol for s in sysret})
+    for region in code.regions:
+        found.sysret += [replace(s, symbol=symbols.get(s.address)) for s in scan(region.code, region.base)]
+        found.wrmsr += scan_wrmsr(region.code, region.base)
+        found.table_loads += scan_table_loads(region.code, region.base)
+    kept, found.dropped = code.prove([s.address for s in found.sysret] + found.wrmsr + found.table_loads)
+    found.sysret = sorted((s for s in found.sysret if s.address in kept), key=lambda s: s.address)
+    found.wrmsr = [a for a in found.wrmsr if a in kept]
+    found.table_loads = [a for a in found.table_loads if a in kept]
     return found
 
 
@@ -440,15 +414,18 @@ def arm(warnings: bool, with_wrmsr: bool = True) -> str:
     WATCH.armed = True
     WATCH.warnings = warnings
     WATCH.source = found.source
+    WATCH.dropped = found.dropped
     WATCH.memory = "shared RAM file (mmap)" if target.PHYS.shared else "gdb stub (PhyMemMode)"
     WATCH.checks = WATCH.wrmsr_checks = WATCH.findings = WATCH.table_loads = 0
     WATCH.check_seconds = WATCH.reused_seconds = 0.0
     WATCH.verdicts.clear()
     WATCH.last = None
     target.forget_monitor()
-    real = [s for s in found.sysret if not s.shadowed]
-    head = (f"sysret-watch: armed on {len(real)} sysret site(s) and {len(WATCH.wrmsr_sites)} wrmsr site(s) "
-            f"from {found.source}; stops on {'errors and warnings' if warnings else 'errors'}")
+    head = (f"sysret-watch: armed on {len(found.sysret)} sysret site(s) and {len(WATCH.wrmsr_sites)} wrmsr "
+            f"site(s) from {found.source}; stops on {'errors and warnings' if warnings else 'errors'}")
+    if found.dropped:
+        notes.append(f"{found.dropped} byte pattern(s) not proven to start an instruction were left out "
+                     "(decoding from a known instruction start does not land on them)")
     if not target.PHYS.shared:
         notes.append("guest memory is read through the gdb stub; with guest RAM in a shared file "
                      "(memory-backend-file,share=on) each check is several times cheaper")
@@ -501,7 +478,7 @@ JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
         watch, ended = _watch_for_status()
         st = watch.status()
         st["connection_ended"] = ended
-        real = [s for s in watch.sites if not s.shadowed]
+        real = list(watch.sites)
         text = ("sysret-watch: the connection ended; its last status: " if ended else "sysret-watch: ")
         text += (f"{'armed' if st['armed'] else 'off'}; {len(real)} sysret site(s), "
                 f"{len(st['wrmsr_sites'])} wrmsr site(s); {st['checks']} sysret check(s), "

@@ -15,6 +15,7 @@ Sources, as measured on QEMU 7.2 + gdb 13 (see the project README):
 - other MSRs: `rdmsr` executed in the guest (rdmsr).
 Snapshots of all this, cached per stop: snapshots.
 """
+from gdbext.target.code import KernelCode, elf_files, kernel_code
 from gdbext.target.memory import PHYS, phys_mode, reset_phys_mode
 from gdbext.target.remote import (
     LiveRegisters,
@@ -23,10 +24,11 @@ from gdbext.target.remote import (
     in_condition,
     in_stop_callback,
     require_qemu,
+    uses_kvm,
     selected_cpu,
     send_packet,
 )
-from gdbext.target.session import Session, current, on_drop, peek
+from gdbext.target.session import Session, current, drop, on_drop, peek
 from gdbext.target.snapshots import (
     connect_events,
     forget_monitor,
@@ -39,8 +41,9 @@ from gdbext.target.snapshots import (
 )
 
 __all__ = [
-    "Session", "current", "on_drop", "peek", "in_condition", "known_msrs",
+    "KernelCode", "elf_files", "kernel_code",
+    "Session", "current", "drop", "on_drop", "peek", "in_condition", "known_msrs",
     "PHYS", "LiveRegisters", "TargetError", "connect_events", "forget_monitor", "hmp", "in_stop_callback",
-    "invalidate", "monitor_state", "phys_mode", "read_msrs", "require_qemu", "reset_phys_mode", "selected_cpu",
+    "invalidate", "monitor_state", "phys_mode", "read_msrs", "require_qemu", "uses_kvm", "reset_phys_mode", "selected_cpu",
     "send_packet", "snapshot", "stop_snapshot",
 ]

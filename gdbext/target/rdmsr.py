@@ -16,6 +16,7 @@ from gdbext.target.remote import (
     hmp,
     require_qemu,
     send_packet,
+    uses_kvm,
 )
 
 RDMSR = b"\x0f\x32"
@@ -113,17 +114,12 @@ class _Rdmsr:
 
     def check(self) -> None:
         from gdbext.target.remote import in_condition
-        from gdbext.target.session import current
 
         require_qemu()
         if in_condition():
             raise TargetError("gdbext: rdmsr is not run inside a breakpoint condition or stop callback "
                               "(it would step the guest); the values this session already knows are used")
-        session = current()
-        kvm = session.features.get("kvm")
-        if kvm is None:
-            kvm = session.features["kvm"] = "disabled" not in hmp("info kvm")
-        if kvm:
+        if uses_kvm():
             raise TargetError("gdbext: QEMU runs this guest under KVM; rdmsr cannot be injected safely there (TCG only)")
         if self.snap.halted:
             ns = _halted_wake_ns(self.snap)

@@ -98,6 +98,19 @@ def require_qemu() -> None:
                           "tables, hidden segment state and MSRs")
 
 
+def uses_kvm() -> bool:
+    """Whether QEMU runs this guest under KVM (asked once per session).  Under
+    KVM a software breakpoint is an int3 written into guest memory."""
+    from gdbext.target.session import current
+
+    require_qemu()
+    session = current()
+    kvm = session.features.get("kvm")
+    if kvm is None:
+        kvm = session.features["kvm"] = "disabled" not in hmp("info kvm")
+    return kvm
+
+
 def execute_text(command: str) -> str:
     """What a gdb command prints, as text, under the CLI and MI alike."""
     return captured_text(gdb.execute(command, to_string=True))

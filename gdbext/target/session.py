@@ -122,8 +122,9 @@ def connection_lost(exc: BaseException) -> TargetError:
                        "connect again with `target remote HOST:PORT`")
 
 
-def connect_events() -> None:
+def connect_events(connect: bool = True) -> None:
+    """Hook (or, with connect=False, unhook) the events that end a session."""
     for name in ("connection_removed", "exited"):
         event = getattr(gdb.events, name, None)
         if event is not None:
-            event.connect(drop)
+            (event.connect if connect else event.disconnect)(drop)

@@ -195,13 +195,15 @@ def known_msrs(cpu: int) -> Dict[int, int]:
     return dict(session.msrs.get(cpu, {})) if session is not None else {}
 
 
-def connect_events() -> None:
-    session_events()
+def connect_events(connect: bool = True) -> None:
+    """Hook gdb's events that make kept state stale; connect=False unhooks
+    them (a copy of gdbext loaded from elsewhere takes over)."""
+    session_events(connect)
     for event in (gdb.events.cont, gdb.events.stop, gdb.events.exited,
                   gdb.events.memory_changed, gdb.events.register_changed,
                   gdb.events.inferior_call, gdb.events.new_objfile):
-        event.connect(invalidate)
+        (event.connect if connect else event.disconnect)(invalidate)
     # A register written by the user may be a segment selector (QEMU reloads
     # the cache from the GDT); a new inferior or exit makes all of it stale.
     for event in (gdb.events.register_changed, gdb.events.exited, gdb.events.inferior_call):
-        event.connect(_forget_all_monitor)
+        (event.connect if connect else event.disconnect)(_forget_all_monitor)

@@ -19,6 +19,23 @@ ROOT = Path(__file__).resolve().parents[2]
 INIT = Path(__file__).resolve().parents[1] / "init.py"
 
 
+def dependency_dirs() -> List[str]:
+    """The directories this Python imports tabulate and pyelftools from."""
+    import importlib.util
+
+    dirs: List[str] = []
+    for module in ("tabulate", "elftools"):
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            continue
+        origin = Path(spec.origin)
+        # a package (elftools/__init__.py) or a module (tabulate.py, or tabulate/__init__.py)
+        where = origin.parent.parent if origin.name == "__init__.py" else origin.parent
+        if str(where) not in dirs:
+            dirs.append(str(where))
+    return dirs
+
+
 class GdbError(Exception):
     """A gdb command answered with an error; the message is gdb's."""
 
@@ -125,6 +142,11 @@ class GdbDriver:
     def load_gdbext(self) -> str:
         """Source gdbext; GdbError if it did not load (gdb reports an error in
         a sourced Python file only as printed text)."""
+        # gdb embeds the system Python: tell it where this Python found
+        # gdbext's dependencies (an installed gdbext's venv, say).
+        sites = os.pathsep.join(dependency_dirs())
+        if sites:
+            self.command(f"python import os; os.environ.setdefault('GDBEXT_SITE_PACKAGES', {sites!r})")
         result, seen = self.mi(f"-interpreter-exec console {_mi_quote(f'source {INIT}')}", final=("done", "error"))
         out = "".join(m.get("payload") or "" for m in seen if m.get("type") in ("console", "output", "target", "log"))
         if result.get("message") == "error" or "Traceback" in out or "gdbext: not loaded" in out:

@@ -32,9 +32,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gdbext.model.qemu_log import TripleFaultWatch
+
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_DIR = ROOT / "kernel"
 BUILD_DIR = KERNEL_DIR / "build"
+# An installed gdbext (a wheel) has no kernel sources: it carries the built
+# kernel here instead, as package data (setup.py puts it there).
+PACKAGED_KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernel_image"
 
 # In the order of kernel/README.md's table; the names are an interface.
 SCENARIOS: tuple[str, ...] = (
@@ -51,10 +56,20 @@ SCENARIOS: tuple[str, ...] = (
     "no-swapgs",
     "kernel-rsp",
     "sysret32",
+    "tss-rsp0-unmapped",
+    "double-fault",
+    "iret-ok",
+    "iret-cs-rpl0",
+    "iret-ss-dpl0",
+    "iret-supervisor-page",
 )
 
 EXIT_SUCCESS, EXIT_FAULT, EXIT_RAN_ON = 33, 35, 37
 EXIT_RESET = 0  # QEMU's status after a triple fault (or a reset) with -no-reboot
+# Qemu.wait()'s answer when the interrupt log says "Triple fault": with
+# -no-shutdown QEMU does not exit but pauses the VM (no process status is 256).
+EXIT_TRIPLE_FAULT = 256
+INT_LOG_NAME = "qemu-int.log"
 
 # The first serial line of a guest whose kernel runs: the bundled kernel's
 # log prefix, and Linux's banner (printed with console=ttyS0).
@@ -63,6 +78,33 @@ LINUX_FIRST_LINE = r"Linux version \d"
 # OVMF's screen control sequences, and NULs (a loader printing strings its
 # image lost), which mean nothing in a log.
 _SERIAL_NOISE = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x00")
+
+
+def serial_clean(text: str) -> str:
+    """A serial log without screen control sequences and NULs (for reports)."""
+    return _SERIAL_NOISE.sub("", text)
+
+FIRMWARES = ("bios", "uefi")  # SeaBIOS (QEMU's default) or OVMF, for drive/cdrom boots
+
+# How QEMU's -kernel tells the images it loads apart (and so do we): a Linux
+# bzImage has "HdrS" at 0x202 (Documentation/x86/boot.rst, the real-mode
+# header); a Multiboot v1 image has the magic 0x1BADB002, 32-bit aligned,
+# in its first 8 KiB (Multiboot Specification 0.6.96, 3.1.1).
+BZIMAGE_SIGNATURE_OFFSET, BZIMAGE_SIGNATURE = 0x202, b"HdrS"
+MULTIBOOT_MAGIC, MULTIBOOT_SEARCH = 0x1BADB002, 8192
+
+
+def kernel_image_kind(path: Path) -> str:
+    """"linux" (a bzImage), "multiboot" (v1) or "unknown", from the image's header."""
+    with open(path, "rb") as f:
+        head = f.read(MULTIBOOT_SEARCH)
+    if head[BZIMAGE_SIGNATURE_OFFSET:BZIMAGE_SIGNATURE_OFFSET + 4] == BZIMAGE_SIGNATURE:
+        return "linux"
+    magic = MULTIBOOT_MAGIC.to_bytes(4, "little")
+    if any(head[i:i + 4] == magic for i in range(0, len(head) - 3, 4)):
+        return "multiboot"
+    return "unknown"
+
 
 SCENARIO_FW_CFG_NAME = "opt/org.gdbext/scenario"
 QEMU_BINARY = "qemu-system-x86_64"
@@ -124,6 +166,21 @@ class QemuExited(RuntimeError):
         super().__init__(message)
 
 
+class QemuTripleFault(QemuExited):
+    """The guest triple-faulted under int_log: QEMU (-no-shutdown) paused the
+    VM with the vCPU state intact and still runs, for gdb to look at."""
+
+    def __init__(self, log_path: Path, serial_tail: str):
+        self.log_path = log_path
+        QemuExited.__init__(self, EXIT_TRIPLE_FAULT, serial_tail)
+        message = f"triple fault; the VM is paused with its state (QEMU's log: {log_path})"
+        message += f"; last serial lines:\n{serial_tail}" if serial_tail.strip() else "; the serial log is empty"
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 def describe_status(status: int | None) -> str:
     """A few words for a QEMU exit status."""
     return {
@@ -131,6 +188,7 @@ def describe_status(status: int | None) -> str:
         EXIT_FAULT: "guest reported a fault",
         EXIT_RAN_ON: "guest ran on despite a mistake",
         EXIT_RESET: "guest reset, e.g. a triple fault",
+        EXIT_TRIPLE_FAULT: "triple fault; the VM is paused with its state",
         1: "QEMU failed to start or run",
         None: "still running",
     }.get(status, "killed by a signal" if status is not None and status < 0 else "unexpected status")
@@ -146,12 +204,19 @@ class KernelPaths:
     esp_image: Path  # FAT image holding EFI/BOOT/BOOTX64.EFI
 
 
+def in_checkout() -> bool:
+    """Whether this gdbext runs from a source tree that can build its kernel."""
+    return (KERNEL_DIR / "Makefile").is_file()
+
+
 def kernel_paths() -> KernelPaths:
-    """Where `make -C kernel` puts its outputs (whether or not they exist yet)."""
+    """Where the bundled kernel is (whether or not it exists yet): the
+    checkout's `make -C kernel` outputs, or an installation's packaged copy."""
+    where = BUILD_DIR if in_checkout() else PACKAGED_KERNEL_DIR
     return KernelPaths(
-        efi=BUILD_DIR / "BOOTX64.EFI",
-        elf=BUILD_DIR / "kernel.elf",
-        esp_image=BUILD_DIR / "esp.img",
+        efi=where / "BOOTX64.EFI",
+        elf=where / "kernel.elf",
+        esp_image=where / "esp.img",
     )
 
 
@@ -194,8 +259,11 @@ def build_kernel(force: bool = False) -> KernelPaths:
 
     `force` rebuilds everything (make -B).  Raises LaunchError naming the
     Debian package when gcc, binutils, gnu-efi or mtools is missing, or with
-    the first error line when the build fails.
+    the first error line when the build fails.  An installed gdbext (no
+    kernel sources) returns the kernel its wheel carries; nothing is built.
     """
+    if not in_checkout():
+        return _packaged_kernel()
     _check_build_tools()
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     command = ["make", "-s", "-C", str(KERNEL_DIR)] + (["-B"] if force else [])
@@ -207,6 +275,16 @@ def build_kernel(force: bool = False) -> KernelPaths:
     for path in (paths.efi, paths.elf, paths.esp_image):
         if not path.exists():
             raise LaunchError(f"building the kernel did not produce {path.name}")
+    return paths
+
+
+def _packaged_kernel() -> KernelPaths:
+    paths = kernel_paths()
+    for path in (paths.efi, paths.elf, paths.esp_image):
+        if not path.is_file():
+            raise LaunchError(f"this gdbext installation has no bundled kernel ({path.name} missing in "
+                              f"{path.parent}): install gdbext from its wheel or a checkout (pip install .), "
+                              "not from a bare copy of the package")
     return paths
 
 
@@ -303,12 +381,23 @@ class QemuOptions:
                  directory.
     efi_image:   boot this EFI application (or, if it ends in .img, this
                  FAT image) under OVMF instead of the bundled kernel.
-    kernel, initrd, append: direct Linux boot (no OVMF, no scenario).
+    kernel, initrd, append: direct kernel boot with QEMU's -kernel (a Linux
+                 bzImage or a Multiboot v1 image; no OVMF, no scenario).
+    drive, cdrom: boot this raw disk image / this ISO (either or both; the
+                 disk is opened with snapshot=on, so the guest's writes are
+                 never kept), under `firmware`: "bios" (SeaBIOS, the default)
+                 or "uefi" (OVMF).
     extra_args:  appended to QEMU's command line.
+    int_log:     log every exception and interrupt QEMU delivers, and resets
+                 (`-d int,cpu_reset -D Qemu.int_log_path -no-shutdown`; TCG
+                 only): a triple fault then pauses the VM with its state
+                 instead of ending QEMU, and Qemu.triple_faulted() says so.
+                 It slows a guest that takes many interrupts (see
+                 scripts/bench-int-log); off by default.
     first_line:  a regular expression for the first serial line the guest's
                  kernel prints, to tell a guest that died before its kernel
-                 ran; default the bundled kernel's, or Linux's for `kernel`,
-                 none for `efi_image`.
+                 ran; default the bundled kernel's, or Linux's for a bzImage
+                 `kernel`, none for other images.
     """
 
     scenario: str = "ok"
@@ -322,28 +411,50 @@ class QemuOptions:
     kernel: Path | None = None
     initrd: Path | None = None
     append: str | None = None
+    drive: Path | None = None
+    cdrom: Path | None = None
+    firmware: str | None = None
     extra_args: list[str] = field(default_factory=list)
     first_line: str | None = None
+    int_log: bool = False
 
     @property
     def kernel_first_line(self) -> str | None:
         if self.first_line is not None:
             return self.first_line
         if self.kernel is not None:
-            return LINUX_FIRST_LINE
-        return BUNDLED_KERNEL_FIRST_LINE if self.efi_image is None else None
+            try:
+                return LINUX_FIRST_LINE if kernel_image_kind(self.kernel) == "linux" else None
+            except OSError:
+                return None
+        return BUNDLED_KERNEL_FIRST_LINE if self.bundled else None
+
+    @property
+    def disk_boot(self) -> bool:
+        return self.drive is not None or self.cdrom is not None
+
+    @property
+    def bundled(self) -> bool:
+        return self.kernel is None and self.efi_image is None and not self.disk_boot
 
     def validate(self) -> None:
-        if self.kernel is None and self.scenario not in SCENARIOS:
+        media = [name for name, value in (("kernel", self.kernel), ("efi_image", self.efi_image),
+                                          ("drive/cdrom", self.disk_boot or None)) if value is not None]
+        if len(media) > 1:
+            raise LaunchError(f"{' and '.join(media)} exclude each other: boot one")
+        if self.firmware is not None and (self.firmware not in FIRMWARES or not self.disk_boot):
+            raise LaunchError(f"firmware is {' or '.join(FIRMWARES)}, for a drive or cdrom boot only")
+        if self.bundled and self.scenario not in SCENARIOS:
             raise LaunchError(f"unknown scenario {self.scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
         if self.kernel is None and (self.initrd is not None or self.append is not None):
             raise LaunchError("initrd and append need kernel (direct Linux boot)")
-        if self.kernel is not None and self.efi_image is not None:
-            raise LaunchError("kernel (direct Linux boot) and efi_image exclude each other")
         if self.memory_mib <= 0 or self.smp <= 0:
             raise LaunchError("memory_mib and smp must be positive")
         if self.gdb_port is not None and not 0 <= self.gdb_port <= 65535:
             raise LaunchError(f"gdb_port {self.gdb_port} is not a TCP port")
+        if self.int_log and any("kvm" in arg or arg in ("-d", "-D") for arg in self.extra_args):
+            raise LaunchError("int_log needs QEMU's TCG and its own -d/-D: drop the -accel, -enable-kvm, "
+                              "-d and -D arguments")
 
     @property
     def wants_gdb(self) -> bool:
@@ -359,6 +470,7 @@ def qemu_argv(
     firmware: Path | None = None,
     esp_image: Path | None = None,
     ram_path: Path | None = None,
+    int_log_path: Path | None = None,
 ) -> list[str]:
     """QEMU's command line for `opts` (pure: no files are touched)."""
     machine = "q35"
@@ -373,6 +485,13 @@ def qemu_argv(
             argv += ["-initrd", str(opts.initrd)]
         if opts.append is not None:
             argv += ["-append", opts.append]
+    elif opts.disk_boot:
+        if firmware is not None:
+            argv += ["-bios", str(firmware)]
+        if opts.drive is not None:
+            argv += ["-drive", f"file={opts.drive},format=raw,if=ide,snapshot=on"]
+        if opts.cdrom is not None:
+            argv += ["-drive", f"file={opts.cdrom},format=raw,if=ide,media=cdrom,readonly=on"]
     else:
         assert firmware is not None and esp_image is not None
         argv += [
@@ -392,6 +511,9 @@ def qemu_argv(
     ]
     if gdb_port is not None:
         argv += ["-gdb", f"tcp:127.0.0.1:{gdb_port}"]
+    if opts.int_log:
+        assert int_log_path is not None
+        argv += ["-d", "int,cpu_reset", "-D", str(int_log_path), "-no-shutdown"]
     if opts.wait:
         argv.append("-S")
     return argv + list(opts.extra_args)
@@ -410,7 +532,7 @@ class Qemu:
     """One QEMU process.  A context manager: leaving it always stops and reaps QEMU.
 
     After start(): argv, pid, serial_path, gdb_port (None without a stub),
-    ram_path (None without ram_file).
+    ram_path (None without ram_file), int_log_path (None without int_log).
     """
 
     def __init__(self, opts: QemuOptions):
@@ -421,6 +543,8 @@ class Qemu:
         self.serial_path: Path = Path()
         self.ram_path: Path | None = None
         self.gdb_port: int | None = None
+        self.int_log_path: Path | None = None
+        self._triple_fault: TripleFaultWatch | None = None
         self.process: subprocess.Popen | None = None
         self._tempdir: Path | None = None
         self._final_serial: str | None = None
@@ -444,10 +568,13 @@ class Qemu:
         self._tempdir = Path(tempfile.mkdtemp(prefix="gdbext-qemu-"))
         _live.add(self)
         try:
-            if esp_image is None and self.opts.kernel is None:
+            if esp_image is None and self.opts.efi_image is not None:
                 esp_image = self._wrap_efi_image(self.opts.efi_image)
             self.serial_path = Path(self.opts.serial_path or self._tempdir / "serial.log")
             self._stderr_path = self._tempdir / "qemu.stderr"
+            if self.opts.int_log:
+                self.int_log_path = self._tempdir / INT_LOG_NAME
+                self._triple_fault = TripleFaultWatch(self.int_log_path)
             if self.opts.ram_file:
                 fd, name = tempfile.mkstemp(prefix="gdbext-ram-", dir=_ram_dir(self.opts.memory_mib))
                 os.close(fd)  # QEMU sizes and maps it
@@ -464,6 +591,11 @@ class Qemu:
             if not Path(self.opts.kernel).is_file():
                 raise LaunchError(f"kernel {self.opts.kernel} not found")
             return None, None
+        if self.opts.disk_boot:
+            for label, path in (("drive image", self.opts.drive), ("cdrom image", self.opts.cdrom)):
+                if path is not None and not Path(path).is_file():
+                    raise LaunchError(f"{label} {path} not found")
+            return (ovmf_path() if self.opts.firmware == "uefi" else None), None
         firmware = ovmf_path()
         image = self.opts.efi_image
         if image is None:
@@ -503,6 +635,7 @@ class Qemu:
             self.argv = qemu_argv(
                 self.opts, qemu=qemu, serial_path=self.serial_path, gdb_port=port,
                 firmware=firmware, esp_image=esp_image, ram_path=self.ram_path,
+                int_log_path=self.int_log_path,
             )
             self._spawn()
             self.gdb_port = port
@@ -599,7 +732,7 @@ class Qemu:
 
     def serial_tail(self, lines: int = 15) -> str:
         """The last lines of COM1 that say something (no screen control, no NULs)."""
-        text = _SERIAL_NOISE.sub("", self.serial_text())
+        text = serial_clean(self.serial_text())
         return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
     def kernel_started(self) -> bool | None:
@@ -609,6 +742,17 @@ class Qemu:
         if pattern is None:
             return None
         return re.search(pattern, self.serial_text(), re.MULTILINE) is not None
+
+    def triple_faulted(self) -> bool:
+        """The interrupt log says "Triple fault" (int_log only; always False without it).
+        Reads only what QEMU appended since the last call."""
+        return self._triple_fault is not None and self._triple_fault.check()
+
+    def triple_fault_error(self) -> QemuTripleFault | None:
+        if not self.triple_faulted():
+            return None
+        assert self.int_log_path is not None
+        return QemuTripleFault(self.int_log_path, self.serial_tail())
 
     def exited_error(self) -> QemuExited | None:
         """What ended QEMU, as an exception to raise or print; None while it
@@ -628,15 +772,19 @@ class Qemu:
         """The first match of `pattern` (re.MULTILINE) in the serial log.
 
         Raises TimeoutError if it does not appear within `timeout` seconds,
-        QemuExited if QEMU exits without it.
+        QemuExited if QEMU exits without it, QemuTripleFault (a QemuExited)
+        when, under int_log, the guest triple-faults without it.
         """
         regex = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         while True:
             exited = self.process is None or self.process.poll() is not None
+            paused = not exited and self.triple_faulted()
             match = regex.search(self.serial_text())
             if match:
                 return match
+            if paused:
+                raise self.triple_fault_error()
             if exited:
                 raise self.exited_error() or QemuExited(self.returncode, self.serial_tail(), self.stderr_text())
             if time.monotonic() >= deadline:
@@ -644,20 +792,35 @@ class Qemu:
             time.sleep(POLL_SECONDS)
 
     def wait(self, timeout: float) -> int:
-        """QEMU's exit status; TimeoutError if it is still running after `timeout` seconds."""
+        """QEMU's exit status; EXIT_TRIPLE_FAULT as soon as the interrupt log
+        (int_log) says the guest triple-faulted (QEMU then keeps running, the
+        VM paused, until stop()); TimeoutError if it is still running after
+        `timeout` seconds."""
         if self.process is None:
             raise LaunchError("QEMU was not started")
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(f"QEMU still running after {timeout:g} s") from None
+        if self._triple_fault is None:
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"QEMU still running after {timeout:g} s") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.process.poll()
+            if status is not None:
+                return status
+            if self.triple_faulted():
+                return EXIT_TRIPLE_FAULT
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"QEMU still running after {timeout:g} s")
+            time.sleep(POLL_SECONDS)
 
     def follow_serial(self, poll: float = 0.05) -> Iterator[str]:
-        """Yield complete serial lines as they arrive, until QEMU exits."""
+        """Yield complete serial lines as they arrive, until QEMU exits (or,
+        under int_log, the guest triple-faults: the VM is paused then)."""
         offset = 0
         pending = ""
         while True:
-            exited = self.process is None or self.process.poll() is not None
+            exited = self.process is None or self.process.poll() is not None or self.triple_faulted()
             text = self.serial_text()
             pending += text[offset:]
             offset = len(text)

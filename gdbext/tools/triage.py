@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 
 from gdbext.rules.sysret import RULES
 from gdbext.tools import launch
+from gdbext.x86.bits import RFLAGS_IF, rflags_names
 from gdbext.x86.idt import EXCEPTION_NAMES
 
 EXIT_CLEAN, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
@@ -54,8 +56,30 @@ FRAME_INDEX = {"vector": 15, "error_code": 16, "rip": 17, "cs": 18, "rflags": 19
 FAULT_LINE = re.compile(r"FAULT vector=(\d+)(?: \(([^)]*)\))? error=(0x[0-9a-fA-F]+|0) cr2=(0x[0-9a-fA-F]+|0)"
                         r" rip=(0x[0-9a-fA-F]+|0)(?: cs=(0x[0-9a-fA-F]+|0))?")
 
+# Where the report's exception can come from, in the order they are
+# believed: the bundled kernel's fault_report breakpoint (the frame it was
+# handed), gdbext's IDT breakpoints (`fault-watch`, any kernel: a stop at a
+# handler's first instruction), QEMU's own -d int log (`fault-chain`: also
+# deliveries that failed, up to a triple fault), and last the bundled
+# kernel's FAULT line in the serial log.  An exception's "source" names one.
+FAULT_SOURCES = ("kernel-report", "idt-breakpoint", "qemu-log", "serial log")
+
 COMMAND_TIMEOUT = 20.0
 EXIT_WAIT_SECONDS = 5.0
+DEFAULT_TIMEOUT = 60.0
+
+# A hang is described from a few samples of the vCPU: interrupted, read,
+# continued for a moment, HANG_SAMPLES times.
+HANG_SAMPLES = 5
+HANG_SAMPLE_RUN = 0.1
+
+# A watch that cannot arm at attach (paging off, no SYSRET mapped yet: Linux
+# still in its decompressor) is tried again while the guest runs in slices
+# of ARM_SLICE seconds: at a stop where paging is on and the paging state
+# (CR3, RIP's half) changed since the last try, or ARM_RETRY seconds later.
+ARM_SLICE = 0.3
+ARM_RETRY = 2.0
+CR0_PG = 1 << 31  # Intel SDM Vol. 3A 2.5 "Control Registers"
 
 
 class TriageError(Exception):
@@ -73,17 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
     boot = p.add_mutually_exclusive_group()
     boot.add_argument("--scenario", help=f"a bundled-kernel scenario ({', '.join(launch.SCENARIOS)}); default ok")
     boot.add_argument("--efi", type=Path, help="boot this EFI application (or .img FAT image) under OVMF")
-    boot.add_argument("--kernel", type=Path, help="boot this Linux bzImage directly")
-    p.add_argument("--initrd", type=Path)
-    p.add_argument("--append")
+    boot.add_argument("--kernel", type=Path, help="boot this Linux bzImage or Multiboot v1 image (QEMU's -kernel)")
+    boot.add_argument("--drive", type=Path, help="boot this raw disk image (the guest's writes are not kept)")
+    boot.add_argument("--cdrom", type=Path, help="boot this ISO image")
+    p.add_argument("--firmware", choices=launch.FIRMWARES,
+                   help="for --drive/--cdrom: bios (SeaBIOS, the default) or uefi (OVMF)")
+    p.add_argument("--initrd", type=Path, help="with --kernel: the initrd (Linux) or first module (Multiboot)")
+    p.add_argument("--append", help="with --kernel: its command line (default for Linux: console=ttyS0)")
     p.add_argument("--elf", type=Path, help="symbols for gdb (default: the bundled kernel.elf)")
     p.add_argument("--until", help="stop cleanly here: SYMBOL or *ADDRESS")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds the guest may run (default 60)")
+    p.add_argument("--timeout", type=float, help=f"seconds the guest may run before that counts as a hang"
+                   f" (default {DEFAULT_TIMEOUT:g}); a failure")
+    p.add_argument("--run-for", type=float, metavar="SECONDS",
+                   help="run this long; a guest still running then is clean (for kernels that never exit)")
     p.add_argument("--json", dest="json_path", type=Path, help="write the JSON report here")
     p.add_argument("--junit", type=Path, help="write JUnit XML here")
     p.add_argument("--serial", type=Path, help="keep the serial log in this file")
     p.add_argument("--warnings", action="store_true", help="sysret-watch stops on warnings too")
     p.add_argument("--no-watch", action="store_true", help="do not arm sysret-watch")
+    p.add_argument("--user-faults", action="store_true",
+                   help="an exception taken in ring 3 is a finding too (by default the kernel handles it)")
     return p
 
 
@@ -92,10 +125,30 @@ class Triage:
     """Everything the report says; to_json() is the --json document."""
 
     scenario: str | None
+    # What was booted: {"medium", "image", "kernel_kind", "firmware", "append", "console_appended"}.
+    boot: dict[str, Any] = field(default_factory=dict)
+    # sysret-watch: {"armed", "armed_at_s" (seconds into the run; 0 at
+    # attach), "paging" (CR0.PG when it armed), "sites", "wrmsr_sites",
+    # "source", "attempts", "last_error"}.
+    watch: dict[str, Any] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
     exception: dict[str, Any] | None = None
+    # How exceptions could be caught this run, by source (see FAULT_SOURCES),
+    # and what the IDT breakpoints recorded and the QEMU log chained.
+    fault_capture: dict[str, str] = field(default_factory=dict)
+    fault_records: list[dict[str, Any]] = field(default_factory=list)
+    fault_chain: dict[str, Any] | None = None
     exit_code: int | None = None
     stopped_because: str = ""
+    # Where the vCPU was when the run ended: {"rip", "symbol", "instruction"}.
+    stop: dict[str, Any] | None = None
+    # Why a timeout is one ("did not exit", "did not reach --until"), and the
+    # seconds allowed; run_for: the --run-for seconds a clean run lasted.
+    timeout_reason: str = ""
+    limit_seconds: float | None = None
+    run_for: float | None = None
+    # Where a hung vCPU spins (describe_hang); None unless stopped_because is "timeout".
+    hang: dict[str, Any] | None = None
     guest_status: str = ""
     serial_log: str = ""
     state: dict[str, Any] = field(default_factory=dict)
@@ -113,8 +166,12 @@ class Triage:
         return EXIT_CLEAN
 
     def to_json(self) -> dict[str, Any]:
-        return {"findings": self.findings, "exception": self.exception, "exit_code": self.exit_code,
+        return {"boot": self.boot, "watch": self.watch, "findings": self.findings,
+                "fault_capture": self.fault_capture, "fault_records": self.fault_records,
+                "fault_chain": self.fault_chain, "exception": self.exception, "exit_code": self.exit_code,
                 "guest_status": self.guest_status, "stopped_because": self.stopped_because,
+                "stop": self.stop, "timeout_reason": self.timeout_reason,
+                "limit_seconds": self.limit_seconds, "run_for": self.run_for, "hang": self.hang,
                 "scenario": self.scenario, "serial_log": self.serial_log, "state": self.state,
                 "durations": self.durations, "errors": self.errors, "status": self.status}
 
@@ -166,6 +223,63 @@ def _symbolize(driver, address: int) -> str | None:
     return None if not out or out.startswith("No symbol") else out.split(" in section")[0]
 
 
+# gdb's `x/i $pc`: "=> 0xffffffff800013dc <enable_sce+12>:\twrmsr"
+_X_I = re.compile(r"^(?:=>)?\s*(0x[0-9a-fA-F]+)(?:\s+<([^>]*)>)?:\s*(.*?)\s*$", re.MULTILINE)
+
+
+def parse_x_i(text: str) -> dict[str, Any] | None:
+    """{"rip", "symbol", "instruction"} from gdb's `x/i` output; None if it is not that."""
+    m = _X_I.search(text)
+    if m is None:
+        return None
+    return {"rip": int(m.group(1), 16), "symbol": m.group(2), "instruction": m.group(3) or None}
+
+
+def where(driver) -> dict[str, Any] | None:
+    """RIP, its symbol and the instruction there, as gdb disassembles it."""
+    try:
+        # gdb's code cache can hold bytes read before a physical-memory read.
+        driver.command("maint flush dcache", timeout=COMMAND_TIMEOUT)
+        return parse_x_i(driver.command("x/i $pc", timeout=COMMAND_TIMEOUT))
+    except Exception:  # noqa: BLE001 - an unreadable RIP is said as "not known"
+        return None
+
+
+_EXCEPTION_KEYS = ("vector", "name", "error_code", "rip", "cs", "cpl", "cr2", "symbol")
+
+
+def exception_from_fault_record(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An exception record of `fault-watch status --json` ("records"/"last")
+    as the report's exception, source "idt-breakpoint"."""
+    if not record or record.get("vector") is None:
+        return None
+    exc = {k: record.get(k) for k in _EXCEPTION_KEYS}
+    exc["name"] = exc["name"] or exception_name(exc["vector"])
+    exc["source"] = "idt-breakpoint"
+    exc["resumed"] = bool(record.get("resumed"))
+    return exc
+
+
+def exception_from_chain(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last delivery of `fault-chain --json` ({"chain": [...], "triple_fault"})
+    as the report's exception, source "qemu-log"; the whole chain is kept in
+    the report beside it."""
+    chain = (doc or {}).get("chain") or []
+    if not chain:
+        return None
+    exc = {k: chain[-1].get(k) for k in _EXCEPTION_KEYS}
+    if exc["vector"] is not None:
+        exc["name"] = exc["name"] or exception_name(exc["vector"])
+    exc["source"] = "qemu-log"
+    exc["triple_fault"] = bool(doc.get("triple_fault"))
+    exc["chain_length"] = len(chain)
+    return exc
+
+
+def user_fault(exc: dict[str, Any]) -> bool:
+    return exc.get("cpl") == 3
+
+
 def _exception_from_frame(driver) -> dict[str, Any]:
     words = parse_words(driver.command(f"output/x *(unsigned long (*)[{FRAME_WORDS}])$rdi", timeout=COMMAND_TIMEOUT))
     if len(words) != FRAME_WORDS:
@@ -174,7 +288,7 @@ def _exception_from_frame(driver) -> dict[str, Any]:
     exc["name"] = exception_name(exc["vector"])
     exc["cr2"] = int(driver.command("output/x $cr2", timeout=COMMAND_TIMEOUT).strip(), 16)
     exc["symbol"] = _symbolize(driver, exc["rip"])
-    exc["source"] = "breakpoint"
+    exc["source"] = "kernel-report"
     return exc
 
 
@@ -228,16 +342,37 @@ def collect_state(driver, extra_addresses: dict[str, int]) -> dict[str, Any]:
 # The run
 # ---------------------------------------------------------------------------
 
+def check_output_path(flag: str, path: Path | None) -> None:
+    """Refuse, before the guest boots, a report path that cannot be written."""
+    if path is None:
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise TriageError(f"{flag} {path}: is a directory")
+    if not parent.is_dir():
+        raise TriageError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TriageError(f"{flag} {path}: not writable")
+
+
 def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptions:
-    for label, path in (("EFI image", args.efi), ("kernel", args.kernel), ("initrd", args.initrd), ("ELF", args.elf)):
+    for flag, path in (("--json", args.json_path), ("--junit", args.junit), ("--serial", args.serial)):
+        check_output_path(flag, path)
+    for label, path in (("EFI image", args.efi), ("kernel", args.kernel), ("drive image", args.drive),
+                        ("cdrom image", args.cdrom), ("initrd", args.initrd), ("ELF", args.elf)):
         if path is not None and not path.is_file():
             raise TriageError(f"{label} {path} not found")
-    if args.timeout <= 0:
-        raise TriageError("--timeout must be positive")
+    if args.firmware is not None and args.drive is None and args.cdrom is None:
+        raise TriageError("--firmware is for --drive or --cdrom (--efi always boots under OVMF)")
+    if args.run_for is not None and args.timeout is not None:
+        raise TriageError("--run-for and --timeout exclude each other: --run-for ends cleanly, --timeout fails")
+    for flag, value in (("--timeout", args.timeout), ("--run-for", args.run_for)):
+        if value is not None and not value > 0:
+            raise TriageError(f"{flag} must be positive")
     opts = launch.QemuOptions(
         scenario=args.scenario or "ok", gdb_port=0, wait=True, serial_path=args.serial,
-        efi_image=args.efi, kernel=args.kernel, initrd=args.initrd, append=args.append,
-        extra_args=list(qemu_args))
+        efi_image=args.efi, kernel=args.kernel, initrd=args.initrd, append=_append(args),
+        drive=args.drive, cdrom=args.cdrom, firmware=args.firmware, extra_args=list(qemu_args))
     try:
         opts.validate()
     except launch.LaunchError as exc:
@@ -245,8 +380,34 @@ def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptio
     return opts
 
 
+LINUX_CONSOLE = "console=ttyS0"
+
+
+def _append(args: argparse.Namespace) -> str | None:
+    """--append, or for a Linux bzImage without one console=ttyS0: Linux
+    prints nothing on the serial port unless told to, and the serial log is
+    half of a report."""
+    if args.append is not None or args.kernel is None:
+        return args.append
+    try:
+        kind = launch.kernel_image_kind(args.kernel)
+    except OSError as exc:
+        raise TriageError(f"kernel {args.kernel}: {exc.strerror}") from None
+    return LINUX_CONSOLE if kind == "linux" else None
+
+
+def boot_summary(args: argparse.Namespace, opts: launch.QemuOptions) -> dict[str, Any]:
+    medium, image = next(((m, i) for m, i in (("efi", args.efi), ("kernel", args.kernel), ("drive", args.drive),
+                                              ("cdrom", args.cdrom)) if i is not None), ("bundled", None))
+    return {"medium": medium, "image": None if image is None else str(image),
+            "kernel_kind": launch.kernel_image_kind(args.kernel) if args.kernel else None,
+            "firmware": ("uefi" if medium in ("efi", "bundled") else "bios" if medium == "kernel"
+                         else opts.firmware or "bios"),
+            "append": opts.append, "console_appended": args.append is None and opts.append == LINUX_CONSOLE}
+
+
 def _bundled(args: argparse.Namespace) -> bool:
-    return args.efi is None and args.kernel is None
+    return args.efi is None and args.kernel is None and args.drive is None and args.cdrom is None
 
 
 def _break(driver, location: str) -> int | None:
@@ -261,6 +422,63 @@ def _break(driver, location: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def describe_hang(driver, samples: int = HANG_SAMPLES) -> dict[str, Any]:
+    """Where a guest that did not stop spins: RIP, symbol, instruction, HLT and IF.
+
+    Called with the guest stopped.  Reads vCPU 0 `samples` times (QEMU's
+    `info registers` for HLT and RFLAGS.IF, gdb's x/i for the instruction),
+    letting it run HANG_SAMPLE_RUN seconds between reads.  If the guest
+    stops by itself meanwhile (a breakpoint), sampling ends there: that
+    stop is reported in "interrupted_by".
+    """
+    from gdbext.model.qemu_text import captured_text, parse_info_registers
+
+    taken: list[dict[str, Any]] = []
+    hang: dict[str, Any] = {"samples": taken, "interrupted_by": None}
+    for _ in range(samples):
+        # Run first each time: where the run itself was cut off is biased
+        # (an interrupt lands where gdb can take it).
+        stop = driver.resume_until_stop(HANG_SAMPLE_RUN)
+        if stop is not None:
+            hang["interrupted_by"] = stop.reason or "a stop"
+            break
+        sample: dict[str, Any] = dict(where(driver) or {})
+        try:
+            regs = parse_info_registers(captured_text(driver.command("monitor info registers 0",
+                                                                     timeout=COMMAND_TIMEOUT)))
+        except Exception as exc:  # noqa: BLE001 - a missing sample is said, not fatal
+            sample["error"] = f"info registers: {exc}"
+        else:
+            rflags = regs.regs.get("rfl", regs.regs.get("efl", 0))
+            sample.update(rip=sample.get("rip", regs.regs.get("rip", regs.regs.get("eip"))),
+                          halted=regs.halted, cpl=regs.cpl, mode=regs.mode_hint,
+                          **{"if": bool(rflags & RFLAGS_IF)})
+        taken.append(sample)
+    good = [t for t in taken if "halted" in t]
+    rips = list(dict.fromkeys(t["rip"] for t in taken if t.get("rip") is not None))
+    # The sample most others share the RIP of (the first of them on a tie).
+    at = max(good, key=lambda t: sum(u.get("rip") == t.get("rip") for u in good)) if good else None
+    hang.update(rips=rips, halted=bool(good) and all(t["halted"] for t in good), at=at,
+                cpl=at["cpl"] if at else None, **{"if": at["if"] if at else None})
+    return hang
+
+
+def hang_text(hang: dict[str, Any]) -> str:
+    """vCPU 0 halted (HLT) with IF 0, CPL 0, at 0x1000 <halt>: hlt (5 samples, 1 RIP)"""
+    n = len(hang.get("samples", []))
+    if not any("halted" in t for t in hang.get("samples", [])):
+        return f"vCPU 0 could not be sampled ({n} attempt(s))"
+    state = "halted (HLT)" if hang["halted"] else "spinning, not halted"
+    text = f"vCPU 0 {state}; at {_location(hang['at'])} with IF {int(bool(hang['if']))}, CPL {hang['cpl']}"
+    rips = hang.get("rips", [])
+    text += f" ({n} sample(s), {len(rips)} distinct RIP(s)"
+    if len(rips) > 1:
+        text += ": " + " ".join(_hex(r) for r in rips[:6])
+    if hang.get("interrupted_by"):
+        text += f"; sampling ended by a stop: {hang['interrupted_by']}"
+    return text + ")"
+
+
 def _watch_status(driver) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gdbext-triage-") as scratch:
         return _run_json(driver, "sysret-watch status", Path(scratch))
@@ -272,7 +490,7 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
     t_start = time.monotonic()
     opts = _options(args, qemu_args)
     elf = args.elf
-    report = Triage(scenario=opts.scenario if _bundled(args) else None)
+    report = Triage(scenario=opts.scenario if _bundled(args) else None, boot=boot_summary(args, opts))
     try:
         if _bundled(args):
             paths = launch.build_kernel()
@@ -296,50 +514,205 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
             raise TriageError(f"gdb could not attach: {exc}") from None
         report.durations["attach_gdb"] = round(time.monotonic() - t, 3)
         t = time.monotonic()
-        _arm(driver, args, report)
+        arming = Arming(driver, args, report)
+        arming.attempt(0.0)
         report.durations["arm"] = round(time.monotonic() - t, 3)
         fault_bp = next((n for n in (_break(driver, s) for s in FAULT_SYMBOLS) if n is not None), None)
+        report.fault_capture["kernel-report"] = ("breakpoint on " + FAULT_SYMBOLS[0] if fault_bp is not None
+                                                 else "no " + "/".join(FAULT_SYMBOLS) + " symbol")
+        arm_fault_watch(driver, args, report)
         until_bp = None
         if args.until:
             until_bp = _break(driver, args.until)
             if until_bp is None:
                 raise TriageError(f"--until {args.until}: gdb cannot place a breakpoint there")
+        report.limit_seconds = args.run_for or args.timeout or DEFAULT_TIMEOUT
         t = time.monotonic()
-        stop = driver.resume_until_stop(args.timeout)
+        stop = _run_guest(driver, report.limit_seconds, arming)
         report.durations["run"] = round(time.monotonic() - t, 3)
-        _classify(driver, qemu, stop, fault_bp, until_bp, report)
+        _classify(driver, qemu, stop, fault_bp, until_bp, report, args)
+        alive = not driver.target_gone and qemu.running
+        if alive:
+            report.stop = where(driver)
+        gather_faults(driver, args, report, alive)
+        watch_before = None
+        if report.stopped_because == "timeout" and not driver.target_gone and qemu.running:
+            t = time.monotonic()
+            # The watch's breakpoints would catch every sample at a watched
+            # site (an interrupt lands in their stop()): sample without them.
+            if not args.no_watch:
+                watch_before = _watch_status(driver)
+                if watch_before.get("armed"):
+                    driver.command("sysret-watch off", timeout=COMMAND_TIMEOUT)
+                    report.errors.append("sysret-watch was turned off after the timeout, to sample where the "
+                                         "vCPU runs; its status is from before")
+            report.hang = describe_hang(driver)
+            report.durations["hang_samples"] = round(time.monotonic() - t, 3)
         t = time.monotonic()
         if not driver.target_gone and qemu.running:
             extra = {"exception.rip": report.exception["rip"]} if report.exception else {}
             report.state = collect_state(driver, extra)
+            if watch_before is not None and "error" not in watch_before:
+                report.state["sysret-watch status"] = watch_before
         else:
             report.errors.append("the guest exited: no CPU state to collect")
         report.durations["collect"] = round(time.monotonic() - t, 3)
     finally:
+        # The log as it was where the guest stopped: once gdb detaches the
+        # guest runs on until QEMU is stopped, and would write past it.
+        report.serial_log = qemu.serial_text()
         if driver is not None:
             driver.close()
         qemu.stop()
-        report.serial_log = qemu.serial_text()
     if report.exception is None and report.stopped_because in ("guest-exit", "timeout"):
         report.exception = parse_fault_line(report.serial_log)
+    report.fault_capture["serial log"] = "FAULT line" if parse_fault_line(report.serial_log) else "no FAULT line"
     report.durations["total"] = round(time.monotonic() - t_start, 3)
     return report
 
 
-def _arm(driver, args: argparse.Namespace, report: Triage) -> None:
-    if args.no_watch:
+def _run_guest(driver, limit: float, arming: Arming):
+    """Run the guest until it stops by itself (a Stop) or `limit` seconds
+    pass (None; the guest is then interrupted, so it is stopped either way).
+    While the watch is not armed, run in slices and try to arm between them."""
+    start = time.monotonic()
+    while True:
+        left = limit - (time.monotonic() - start)
+        if left <= 0:
+            return None
+        if not arming.pending:
+            return driver.resume_until_stop(left)
+        stop = driver.resume_until_stop(min(ARM_SLICE, left))
+        if stop is not None:
+            return stop
+        arming.attempt(time.monotonic() - start)
+
+
+class Arming:
+    """`sysret-watch on`, at attach and, until it works, between run slices."""
+
+    def __init__(self, driver, args: argparse.Namespace, report: Triage):
+        self.driver = driver
+        self.command = "sysret-watch on" + (" --warnings" if args.warnings else "")
+        self.report = report
+        self.pending = not args.no_watch
+        self._last_key: tuple | None = None
+        self._last_try = 0.0
+        report.watch = {"armed": False, "attempts": 0, "last_error": "--no-watch" if args.no_watch else None}
+
+    def _paging_key(self) -> tuple[bool, int, bool] | None:
+        """(CR0.PG, CR3's table address, RIP in the upper half), read from gdb's registers."""
+        try:
+            cr0, cr3, rip = (int(self.driver.command(f"output/x ${r}", timeout=COMMAND_TIMEOUT).strip(), 16)
+                             for r in ("cr0", "cr3", "pc"))
+        except Exception:  # noqa: BLE001 - unreadable now: try at the next slice
+            return None
+        return bool(cr0 & CR0_PG), cr3 & ~0xFFF, bool(rip >> 63)
+
+    def attempt(self, at: float) -> bool:
+        """Try to arm (`at`: seconds into the run); True once armed."""
+        if not self.pending:
+            return self.report.watch.get("armed", False)
+        key = self._paging_key()
+        first = self.report.watch["attempts"] == 0
+        # After the first try: the scan needs page tables, and a retry in the
+        # same paging state finds what the last one did: wait for a change.
+        if not first and (key is None or not key[0]
+                          or (key == self._last_key and at - self._last_try < ARM_RETRY)):
+            return False
+        self._last_key, self._last_try = key, at
+        self.report.watch["attempts"] += 1
+        try:
+            text = self.driver.command(self.command, timeout=120)
+        except Exception as exc:  # noqa: BLE001 - a kernel with no sysret (yet) is still worth running
+            self.report.watch["last_error"] = str(exc).removeprefix("sysret-watch: ")
+            return False
+        self.pending = False
+        status = _watch_status(self.driver)
+        m = re.search(r"site\(s\) from (.*?); stops on", text)
+        self.report.watch.update(
+            armed=True, armed_at_s=round(at, 3), paging=None if key is None else key[0],
+            sites=len(status.get("sites", [])), wrmsr_sites=len(status.get("wrmsr_sites", [])),
+            source=m.group(1) if m else None, last_error=None)
+        return True
+
+
+def watch_text(w: dict[str, Any]) -> str | None:
+    """sysret-watch: armed 3.2 s into the run (paging on), 4 sysret site(s) from ..."""
+    if not w or w.get("last_error") == "--no-watch":
+        return None
+    if not w.get("armed"):
+        return (f"never armed ({w.get('attempts', 0)} attempt(s)); last: {w.get('last_error')}")
+    when = "at attach" if not w.get("armed_at_s") else f"{w['armed_at_s']:.1f} s into the run"
+    paging = {True: "paging on", False: "paging off: breakpoints by address", None: "paging not known"}[
+        w.get("paging")]
+    return (f"armed {when} ({paging}), {w.get('sites')} sysret site(s), {w.get('wrmsr_sites')} wrmsr site(s)"
+            + (f" from {w['source']}" if w.get("source") else "")
+            + (f", after {w['attempts']} attempts" if w.get("attempts", 1) > 1 else ""))
+
+
+def _json_command(driver, command: str) -> Any:
+    with tempfile.TemporaryDirectory(prefix="gdbext-triage-") as scratch:
+        return _run_json(driver, command, Path(scratch))
+
+
+def arm_fault_watch(driver, args: argparse.Namespace, report: Triage) -> None:
+    """Exceptions on any kernel: `fault-watch on --record` puts breakpoints on
+    the live IDT's handlers for vectors 0-31 (with --user-faults, `--user`:
+    ring-3 faults stop too).  Where gdbext has no fault-watch command, the
+    capture is recorded as "unavailable" and the other sources still work."""
+    command = "fault-watch on --record" + (" --user" if args.user_faults else "")
+    doc = _json_command(driver, command)
+    error = doc.get("error") if isinstance(doc, dict) else None
+    report.fault_capture["idt-breakpoint"] = error or ("armed" if doc.get("armed") else "not armed")
+
+
+def gather_faults(driver, args: argparse.Namespace, report: Triage, alive: bool) -> None:
+    """What `fault-watch status` recorded and `fault-chain` read from QEMU's
+    -d int log, after the run.  The report's exception comes from the first
+    source that has one (FAULT_SOURCES order); a ring-3 exception counts only
+    with --user-faults (the kernel handles it: a process is killed, not the OS)."""
+    if not alive:
+        report.fault_capture.setdefault("qemu-log", "not read: the guest exited")
         return
-    try:
-        driver.command("sysret-watch on" + (" --warnings" if args.warnings else ""), timeout=60)
-    except Exception as exc:  # noqa: BLE001 - a kernel with no sysret is still worth running
-        report.errors.append(f"sysret-watch on: {exc}")
+    status = _json_command(driver, "fault-watch status")
+    if isinstance(status, dict) and "error" not in status:
+        report.fault_records = list(status.get("records") or [])
+        last = exception_from_fault_record(status.get("last"))
+        if report.exception is None and last is not None and not last["resumed"] and (
+                args.user_faults or not user_fault(last)):
+            report.exception = last
+            if report.stopped_because.startswith("stopped") or report.findings and report.findings[0].get(
+                    "rule") == "TRIAGE-UNEXPECTED-STOP":
+                report.stopped_because, report.findings = "exception", []
+                report.errors = [e for e in report.errors if "unexpected reason" not in e]
+        if report.exception is None and args.user_faults:
+            user = [r for r in map(exception_from_fault_record, report.fault_records) if r and user_fault(r)]
+            if user:
+                report.exception = user[0]
+    chain = _json_command(driver, "fault-chain")
+    if isinstance(chain, dict) and "error" in chain:
+        report.fault_capture["qemu-log"] = chain["error"]
+        return
+    report.fault_chain = chain
+    report.fault_capture["qemu-log"] = f"{len(chain.get('chain') or [])} deliveries logged"
+    if report.exception is None:
+        report.exception = exception_from_chain(chain)
 
 
 def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: int | None,
-              report: Triage) -> None:
+              report: Triage, args: argparse.Namespace) -> None:
     """Why the guest stopped, and what that says."""
     if stop is None:
-        report.stopped_because = "timeout"
+        if args.run_for is not None:
+            # A kernel that runs on (an OS idling, a server loop) is healthy.
+            report.stopped_because = "ran-for"
+            report.run_for = args.run_for
+            report.guest_status = f"ran {args.run_for:g} s, still running"
+        else:
+            report.stopped_because = "timeout"
+            report.timeout_reason = f"did not reach --until {args.until}" if args.until else "did not exit"
+            report.guest_status = f"{report.timeout_reason} within {report.limit_seconds:g} s"
         return
     if stop.reason == "exited" or driver.target_gone:
         report.stopped_because = "guest-exit"
@@ -360,7 +733,7 @@ def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: i
         except Exception as exc:  # noqa: BLE001
             report.errors.append(f"exception frame: {exc}")
             report.exception = {"vector": None, "name": "unknown", "error_code": None, "rip": stop.address,
-                                "cr2": None, "cs": None, "symbol": None, "source": "breakpoint"}
+                                "cr2": None, "cs": None, "symbol": None, "source": "kernel-report"}
         return
     if until_bp is not None and number == until_bp:
         report.stopped_because = "until"
@@ -381,12 +754,48 @@ def _hex(value: int | None) -> str:
     return "-" if value is None else f"{value:#x}"
 
 
+def _location(where: dict[str, Any]) -> str:
+    """0xffffffff800013dc <enable_sce+12>: wrmsr"""
+    text = _hex(where.get("rip"))
+    if where.get("symbol"):
+        text += f" <{where['symbol']}>"
+    if where.get("instruction"):
+        text += f": {where['instruction']}"
+    return text
+
+
+def cpu_line(cpl: dict[str, Any]) -> str:
+    """`info cpl --json` in one line: numbers in hex, RFLAGS by flag name."""
+    rflags = cpl.get("rflags")
+    names = cpl.get("rflags_flags") or (rflags_names(rflags) if isinstance(rflags, int) else [])
+    parts = [f"CPL {cpl.get('cpl')}", f"{cpl.get('mode')} mode", f"IOPL {cpl.get('iopl')}",
+             f"IF {int(bool(cpl.get('if')))}", f"RFLAGS {_hex(rflags)} [{' '.join(names)}]",
+             f"CS {_hex(cpl.get('cs'))}", f"SS {_hex(cpl.get('ss'))}",
+             f"vCPU {cpl.get('cpu')}" + (" halted in HLT" if cpl.get("halted") else "")]
+    return ", ".join(parts)
+
+
 def text_report(report: Triage) -> str:
     verdict = {EXIT_CLEAN: "CLEAN", EXIT_FAILED: "FAILED"}[report.status]
-    lines = [f"triage: {verdict}: stopped because {report.stopped_because}"
+    because = report.stopped_because
+    if because in ("timeout", "ran-for"):
+        because += f": the guest {report.guest_status}"
+    lines = [f"triage: {verdict}: stopped because {because}"
              + (f" (scenario {report.scenario})" if report.scenario else "")]
+    if report.boot and report.boot.get("medium") != "bundled":
+        b = report.boot
+        kind = {"linux": "Linux bzImage", "multiboot": "Multiboot image", "unknown": "kernel image"}.get(
+            b.get("kernel_kind") or "", b["medium"])
+        line = f"  boot: {kind} {b.get('image')} under {b.get('firmware')}"
+        if b.get("console_appended"):
+            line += f"; {LINUX_CONSOLE} appended (no --append given)"
+        lines.append(line)
+    if watch_text(report.watch):
+        lines.append(f"  sysret-watch: {watch_text(report.watch)}")
     if report.exit_code is not None:
         lines.append(f"  guest exit: status {report.exit_code} ({report.guest_status})")
+    if report.hang:
+        lines.append(f"  hang: {hang_text(report.hang)}")
     for f in report.findings:
         lines.append(f"  finding {f.get('severity', 'error'):7} {f['rule']:17} {f.get('message', '')}")
         if f.get("consequence"):
@@ -395,17 +804,21 @@ def text_report(report: Triage) -> str:
     if e:
         lines.append(f"  exception: vector {e.get('vector')} {e.get('name')} error {_hex(e.get('error_code'))} "
                      f"rip {_hex(e.get('rip'))}{' <' + e['symbol'] + '>' if e.get('symbol') else ''} "
-                     f"cs {_hex(e.get('cs'))} cr2 {_hex(e.get('cr2'))} (from the {e.get('source')})")
+                     f"cs {_hex(e.get('cs'))} cr2 {_hex(e.get('cr2'))}")
+        lines.append(f"    caught by: {e.get('source')}" + (", ending in a triple fault" if e.get("triple_fault")
+                                                            else ""))
+    if report.stop:
+        lines.append(f"  stopped at: {_location(report.stop)}")
     cpl = report.state.get("info cpl")
     if isinstance(cpl, dict) and "error" not in cpl:
-        lines.append("  cpu: " + ", ".join(f"{k}={v}" for k, v in cpl.items() if not isinstance(v, (dict, list))))
+        lines.append(f"  cpu: {cpu_line(cpl)}")
     failed = [name for name, doc in report.state.items() if isinstance(doc, dict) and "error" in doc]
     if failed:
         lines.append("  not collected: " + "; ".join(f"{n}: {report.state[n]['error']}" for n in failed))
     for err in report.errors:
         lines.append(f"  note: {err}")
     lines.append("  durations: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.durations.items()))
-    tail = report.serial_log.strip().splitlines()[-8:]
+    tail = [line for line in launch.serial_clean(report.serial_log).splitlines() if line.strip()][-8:]
     if tail:
         lines.append("  serial log (last lines):")
         lines += [f"    {line}" for line in tail]
@@ -417,7 +830,8 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def xml_text(text: str) -> str:
-    return _NOT_XML.sub("?", text)
+    """Text JUnit XML can hold: no terminal escapes, no characters XML 1.0 refuses."""
+    return _NOT_XML.sub("?", launch.serial_clean(text))
 
 
 def junit_xml(report: Triage) -> str:
@@ -445,15 +859,18 @@ def junit_xml(report: Triage) -> str:
                                 f"at {_hex(e.get('rip'))}")
     exit_failure = None
     if report.stopped_because == "timeout":
-        exit_failure = "timeout: the guest neither exited nor stopped"
+        exit_failure = f"timeout: the guest {report.guest_status or 'neither exited nor stopped'}"
+        if report.hang:
+            exit_failure += f"; {hang_text(report.hang)}"
     elif report.guest_failed:
         exit_failure = f"guest exit status {report.exit_code} ({report.guest_status})"
-    case("guest exit", exit_failure, report.serial_log[-4000:] if exit_failure else "")
+    serial = launch.serial_clean(report.serial_log)
+    case("guest exit", exit_failure, serial[-4000:] if exit_failure else "")
     suite.set("tests", str(len(suite)))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("time", f"{report.durations.get('total', 0.0):.3f}")
-    ET.SubElement(suite, "system-out").text = xml_text(report.serial_log)
+    ET.SubElement(suite, "system-out").text = xml_text(serial)
     return ET.tostring(suite, encoding="unicode")
 
 
@@ -470,27 +887,40 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def program_name(argv0: str) -> str:
+    """The name the user typed: `gdbext-triage` installed, `triage` from the
+    checkout's scripts/ (which runs this module with PROG set)."""
+    name = os.environ.get("GDBEXT_TRIAGE_PROG") or Path(argv0).name
+    return "gdbext-triage" if name in ("", "triage.py", "__main__.py", "-c") else name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     ours, qemu_args = _split_qemu_args(sys.argv[1:] if argv is None else argv)
+    prog = program_name(sys.argv[0] if sys.argv else "")
     try:
-        args = build_parser().parse_args(ours)
+        parser = build_parser()
+        parser.prog = prog
+        args = parser.parse_args(ours)
         report = run(args, qemu_args)
     except TriageError as exc:
-        print(f"triage: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     except KeyboardInterrupt:
-        print("triage: error: interrupted", file=sys.stderr)
+        print(f"{prog}: error: interrupted", file=sys.stderr)
         return EXIT_UNUSABLE
-    print(text_report(report))
+    try:
+        print(text_report(report), flush=True)
+    except BrokenPipeError:  # `triage ... | head`: the files below still get written
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit, as stdout would
     try:
         if args.json_path:
             args.json_path.write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n")
         if args.junit:
             args.junit.write_text(junit_xml(report) + "\n")
     except OSError as exc:
-        print(f"triage: error: cannot write the report: {exc}", file=sys.stderr)
+        print(f"{prog}: error: cannot write the report: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     return report.status
 

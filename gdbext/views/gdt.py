@@ -5,8 +5,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from tabulate import tabulate
-
 from gdbext.model.linear import read_linear
 from gdbext.model.snapshot import (
     MSR_STAR,
@@ -15,6 +13,7 @@ from gdbext.model.snapshot import (
     SnapshotError,
 )
 from gdbext.views.common import ReportError, _warnings, hx, long_mode
+from gdbext.views.text import fit_lines, fit_table
 from gdbext.x86 import DecodeError
 from gdbext.x86.bits import (
     decode_star,
@@ -192,7 +191,7 @@ def _attr_diff(diff: int) -> str:
     return ", ".join(names) or f"{diff:#x}"
 
 
-def gdt_text(r: GdtReport) -> str:
+def gdt_text(r: GdtReport, width: Optional[int] = None) -> str:
     """The table, its warnings and its notes."""
     rows = []
     for e in r.entries:
@@ -214,6 +213,6 @@ def gdt_text(r: GdtReport) -> str:
             " ".join(flags) + ("  " if flags else "") + e.type_words, ", ".join(e.used_by),
         ))
     head = f"GDT base={hx(r.base)} limit={hx(r.limit)}"
-    table = tabulate(rows, headers=("#", "sel", "kind", "base", "limit", "DPL", "P", "flags / type", "used by"),
-                     tablefmt="simple")
-    return "\n".join([head, table] + _warnings(list(r.warnings)) + [f"note: {n}" for n in r.notes])
+    table = fit_table(("#", "sel", "kind", "base", "limit", "DPL", "P", "flags / type", "used by"), rows, width,
+                      wrap=(2, 7, 8), below=(7, 8))
+    return "\n".join([head, table] + fit_lines(_warnings(list(r.warnings)) + [f"note: {n}" for n in r.notes], width))

@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from tabulate import tabulate
-
 from gdbext.model.linear import read_linear, translate
 from gdbext.model.snapshot import (
     Snapshot,
@@ -21,6 +19,7 @@ from gdbext.views.common import (
     va_bits,
 )
 from gdbext.views.gdt import _descriptor_summary, _gdt_bytes
+from gdbext.views.text import fit_lines, fit_table
 from gdbext.x86 import DecodeError
 from gdbext.x86.bits import (
     is_canonical,
@@ -121,7 +120,7 @@ def _gate_problems(snap, ctx, gdt, g, lm) -> List[str]:
     return problems
 
 
-def idt_text(r: IdtReport) -> str:
+def idt_text(r: IdtReport, width: Optional[int] = None) -> str:
     rows = []
     for g in r.gates:
         if not g.present:
@@ -131,9 +130,9 @@ def idt_text(r: IdtReport) -> str:
                      g.ist or "", g.dpl))
     absent = sum(1 for g in r.gates if not g.present)
     head = f"IDT base={hx(r.base)} limit={hx(r.limit)}  ({len(r.gates)} gates, {absent} not present)"
-    table = tabulate(rows, headers=("vec", "name", "type", "sel", "handler", "symbol", "IST", "DPL"),
-                     tablefmt="simple")
-    return "\n".join([head, table] + _warnings(_grouped_warnings(r)))
+    table = fit_table(("vec", "name", "type", "sel", "handler", "symbol", "IST", "DPL"), rows, width,
+                      wrap=(1, 2, 5), below=(5,))
+    return "\n".join(fit_lines([head], width) + [table] + fit_lines(_warnings(_grouped_warnings(r)), width))
 
 
 def _grouped_warnings(r: IdtReport) -> List[str]:

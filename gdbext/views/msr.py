@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from tabulate import tabulate
-
 from gdbext.model.qemu import tcg_implements_rdmsr
 from gdbext.model.snapshot import (
     MSR_CSTAR,
@@ -30,6 +28,7 @@ from gdbext.views.common import (
     va_bits,
 )
 from gdbext.views.gdt import _descriptor_summary, _gdt_bytes
+from gdbext.views.text import fit_lines, fit_table
 from gdbext.x86.bits import (
     decode_star,
     efer_names,
@@ -171,7 +170,7 @@ def _decode_msr(snap: Snapshot, name: str, number: int, value: int, symbolize: S
     return NoDecoding()
 
 
-def msr_text(r: MsrReport) -> str:
+def msr_text(r: MsrReport, width: Optional[int] = None) -> str:
     rows = []
     for name, value in r.msrs.items():
         number = r.numbers[name]
@@ -179,8 +178,8 @@ def msr_text(r: MsrReport) -> str:
             rows.append((name, hx(number), "unavailable", r.errors.get(name, "")))
             continue
         rows.append((name, hx(number), hx(value, 16), _msr_meaning(r.decoded.get(name, NoDecoding()))))
-    text = tabulate(rows, headers=("MSR", "number", "value", "meaning"), tablefmt="simple")
-    return "\n".join([text] + [f"note: {n}" for n in r.notes])
+    text = fit_table(("MSR", "number", "value", "meaning"), rows, width, wrap=(3,), below=(3,))
+    return "\n".join([text] + fit_lines([f"note: {n}" for n in r.notes], width))
 
 
 def _msr_meaning(d: MsrDecoding) -> str:

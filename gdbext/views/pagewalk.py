@@ -11,6 +11,7 @@ from tabulate import tabulate
 
 from gdbext.model.snapshot import PAGE, Snapshot
 from gdbext.views.common import ABSENT, _Absent, hx
+from gdbext.views.text import fit_lines, fit_table
 from gdbext.x86.bits import MASK64
 from gdbext.x86.paging import (
     ACCESSES,
@@ -281,14 +282,15 @@ def _access_lines(r: WalkReport) -> list[str]:
     return lines
 
 
-def walk_text(r: WalkReport) -> str:
+def walk_text(r: WalkReport, width: int | None = None) -> str:
     c = r.context
     head = f"pagewalk {hx(r.va)}  {_context_line(c)}"
     if not r.canonical:
         # One plain line: there is no walk to show.
-        return (f"pagewalk: {hx(r.va)} is not canonical for {c.levels}-level paging "
-                f"(bits 63:{47 if c.levels == 4 else 56} must all equal bit "
-                f"{47 if c.levels == 4 else 56}): any access raises #GP (#SS for stack accesses), not #PF")
+        return "\n".join(fit_lines([
+            f"pagewalk: {hx(r.va)} is not canonical for {c.levels}-level paging "
+            f"(bits 63:{47 if c.levels == 4 else 56} must all equal bit "
+            f"{47 if c.levels == 4 else 56}): any access raises #GP (#SS for stack accesses), not #PF"], width))
     lines = [head]
     if not c.paging:
         lines.append("paging is disabled (CR0.PG=0): the linear address is the physical address")
@@ -301,8 +303,7 @@ def walk_text(r: WalkReport) -> str:
             what += f"  -> {size_text(lv.page_size)} page"
         rows.append((lv.name, hx(lv.table), lv.index, hx(lv.entry, 16), what))
     if rows:
-        lines.append(tabulate(rows, headers=("level", "table", "index", "entry", "flags"),
-                              tablefmt="simple"))
+        lines.append(fit_table(("level", "table", "index", "entry", "flags"), rows, width, wrap=(4,), below=(4,)))
     if r.pa is None:
         lines.append(f"not mapped: {r.problem}")
     else:
@@ -312,7 +313,7 @@ def walk_text(r: WalkReport) -> str:
         lines.append(f"effective rights: {_rights_words(r)}")
     lines += _access_lines(r)
     lines += [f"note: {n}" for n in r.notes]
-    return "\n".join(lines)
+    return "\n".join(fit_lines(lines, width))
 
 
 _SIZES: dict = {}

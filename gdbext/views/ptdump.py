@@ -14,6 +14,7 @@ from gdbext.views.pagewalk import (
     context_report,
     size_text,
 )
+from gdbext.views.text import fit_lines
 from gdbext.x86.paging import (
     PagingContext,
     Range,
@@ -242,21 +243,30 @@ def fold_repeats(ranges: Sequence[Range], least: int = FOLD_AT_LEAST) -> list[tu
     return out
 
 
-def _range_row(r: Range, count: int = 1, stride: int = 0) -> str:
+def _range_row(r: Range, count: int = 1, stride: int = 0, narrow: bool = False) -> str:
     # Fixed widths, no tabulate: this is the hot loop of the text output.
-    row = (f"{r.va_start:#018x} {r.va_end:#018x} {_size_cell(r.va_end - r.va_start):>9} "
+    # Narrow (under ROW_WIDTH columns): the virtual addresses lose their "0x".
+    va = "016x" if narrow else "#018x"
+    row = (f"{r.va_start:{va}} {r.va_end:{va}} {_size_cell(r.va_end - r.va_start):>9} "
            f"{r.pa_start:#014x} {_size_cell(r.page_size):>6} {_rights_cell(r)}")
     if count > 1:
         last_end = r.va_end + (count - 1) * stride
-        row += f"  x{count}: the same frames again every {stride:#x}, up to {last_end:#x}"
+        repeat = f"x{count}: the same frames again every {stride:#x}, up to {last_end:#x}"
+        row += ("\n      " if narrow else "  ") + repeat
     return row
 
 
-_HEADER = (f"{'VA start':<18} {'VA end':<18} {'size':>9} {'PA start':<14} {'page':>6} "
-           f"U/S R/W X  G")
+def _header(narrow: bool) -> str:
+    va = 16 if narrow else 18
+    return (f"{'VA start':<{va}} {'VA end':<{va}} {'size':>9} {'PA start':<14} {'page':>6} "
+            f"U/S R/W X  G")
 
 
-def dump_text(v: DumpView) -> str:
+_HEADER = _header(False)
+ROW_WIDTH = len(_HEADER)
+
+
+def dump_text(v: DumpView, width: int | None = None) -> str:
     """The ptdump table for people."""
     what = []
     if v.only:
@@ -268,22 +278,23 @@ def dump_text(v: DumpView) -> str:
     summary = (f"{v.total} ranges{' (' + ', '.join(what) + ')' if what else ''}, "
                f"{v.tables_read} tables read ({v.fetched} fetched from the target), "
                f"{v.seconds * 1000:.1f} ms")
-    lines = [f"ptdump  {_context_line(context_report(v.ctx))}", summary]
+    lines = fit_lines([f"ptdump  {_context_line(context_report(v.ctx))}", summary], width)
     if v.phys is not None:
         found = ", ".join(hx(va) for va in v.phys_vas) or "none"
         lines.append(f"physical {hx(v.phys)} is mapped at: {found}")
     if v.ranges:
         pk = any(r.pkey is not None for r in v.ranges)
-        lines.append(_HEADER + ("  pkey" if pk else ""))
-        lines += [_range_row(r, n, stride) for r, n, stride in fold_repeats(v.ranges)]
+        narrow = bool(width) and width < ROW_WIDTH + (6 if pk else 0)
+        lines.append(_header(narrow) + ("  pkey" if pk else ""))
+        lines += [_range_row(r, n, stride, narrow) for r, n, stride in fold_repeats(v.ranges)]
     elif not v.problems and not v.total:
         lines.append("no mappings")
     if len(v.ranges) < v.total:
         hidden = v.total - len(v.ranges)
         lines.append(f"... {hidden} more (raise --limit)" if v.ranges else
                      f"{hidden} range(s), none shown (raise --limit)")
-    lines += [f"note: {n}" for n in v.notes]
-    lines += [f"warning: {text} (VA {hx(va)})" for va, text in v.problems[:MAX_WARNINGS]]
+    lines += fit_lines([f"note: {n}" for n in v.notes], width)
+    lines += fit_lines([f"warning: {text} (VA {hx(va)})" for va, text in v.problems[:MAX_WARNINGS]], width)
     if len(v.problems) > MAX_WARNINGS:
         lines.append(f"warning: ... and {len(v.problems) - MAX_WARNINGS} more entries "
                      "with reserved bits (all in --json)")

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tabulate import tabulate
-
 from gdbext.model.linear import read_linear
 from gdbext.model.snapshot import (
     Snapshot,
@@ -19,6 +17,7 @@ from gdbext.views.common import (
     stack_state,
 )
 from gdbext.views.gdt import _gdt_bytes
+from gdbext.views.text import fit_lines, fit_table
 from gdbext.x86.descriptors import descriptor_at
 from gdbext.x86.tss import TSS64_SIZE, decode_tss64
 
@@ -76,7 +75,7 @@ def tss_report(snap: Snapshot) -> TssReport:
     )
 
 
-def tss_text(r: TssReport) -> str:
+def tss_text(r: TssReport, width: int | None = None) -> str:
     head = (f"TSS selector={hx(r.selector, 4)} base={hx(r.base)} limit={hx(r.limit)}"
             f"{' busy' if r.busy else ''}  I/O map base={hx(r.iomap_base)} ({r.iomap})")
     rows = []
@@ -86,6 +85,6 @@ def tss_text(r: TssReport) -> str:
             continue
         rows.append((name.upper(), hx(s.value, 16), _yes(s.canonical), _yes(s.mapped),
                      "yes" if s.supervisor_writable else f"no: {s.problem}"))
-    table = tabulate(rows, headers=("stack", "pointer", "canonical", "mapped", "supervisor-writable"),
-                     tablefmt="simple")
-    return head + "\n" + table
+    table = fit_table(("stack", "pointer", "canonical", "mapped", "supervisor-writable"), rows, width,
+                      wrap=(4,), below=(4,))
+    return "\n".join(fit_lines([head], width) + [table])

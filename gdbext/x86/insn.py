@@ -278,6 +278,29 @@ def sites_from_elf(path: str | PathLike, *, offset: int = 0) -> tuple[list[Site]
     return sites, sorted(wrmsrs)
 
 
+def code_from_elf(path: str | PathLike, *, offset: int = 0) -> list[tuple[int, bytes, list[int]]]:
+    """(address, bytes, instruction starts) of each code region of an x86 ELF
+    file, `offset` added: the starts are its function and label symbols,
+    where decoding can begin (gdbext.x86.length.proven)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as f:
+        try:
+            elf = ELFFile(f)
+            relocatable = elf["e_type"] == "ET_REL"
+            symbols = _symbols_by_section(elf, relocatable)
+            regions = _code_regions(elf)
+        except ELFError as exc:
+            raise SiteError(f"{path}: not a readable ELF file: {exc}") from exc
+    out = []
+    for shndx, address, data in regions:
+        names = symbols[None] if shndx is None else symbols.get(shndx, _Symbols())
+        starts = sorted({a + offset for a, _ in names.labels if address <= a < address + len(data)} | {address + offset})
+        out.append((address + offset, data, starts))
+    return out
+
+
 def table_loads_from_elf(path: str | PathLike, *, offset: int = 0) -> list[int]:
     """LGDT and LTR candidate addresses in an x86 ELF file (see scan_table_loads)."""
     from elftools.common.exceptions import ELFError
@@ -291,5 +314,68 @@ def table_loads_from_elf(path: str | PathLike, *, offset: int = 0) -> list[int]:
     return sorted(a + offset for _, address, data in regions for a in scan_table_loads(data, address))
 
 
-__all__ = ["Site", "SiteError", "scan", "scan_table_loads", "scan_wrmsr", "sites_from_elf", "sysret_at",
-           "table_loads_from_elf", "wrmsr_at"]
+__all__ = ["Site", "SiteError", "code_from_elf", "scan", "scan_table_loads", "scan_wrmsr", "sites_from_elf",
+           "sysret_at", "table_loads_from_elf", "wrmsr_at"]
+
+
+# --- LIDT sites (appended: the IDT follower of fault-watch) -------------------
+
+def _modrm_operand_length(code: bytes, modrm_at: int) -> int | None:
+    """Bytes of ModRM, SIB and displacement starting at `modrm_at` (64-bit
+    or 32-bit addressing: SDM Vol. 2A 2.1.5, tables 2-2 and 2-3), or None
+    when `code` ends first."""
+    if modrm_at >= len(code):
+        return None
+    modrm = code[modrm_at]
+    mod, rm = modrm >> 6, modrm & 7
+    n = 1
+    if mod != 3 and rm == 4:                       # a SIB byte follows
+        if modrm_at + 1 >= len(code):
+            return None
+        sib_base = code[modrm_at + 1] & 7
+        n += 1
+        if mod == 0 and sib_base == 5:
+            n += 4                                 # [index*scale + disp32]
+    if mod == 1:
+        n += 1
+    elif mod == 2 or (mod == 0 and rm == 5):       # disp32, or RIP-relative disp32
+        n += 4
+    return n if modrm_at + n <= len(code) else None
+
+
+def scan_lidt(code: bytes, base: int) -> list[tuple[int, int]]:
+    """Candidate LIDT instructions in `code` loaded at `base`: (address, length).
+
+    LIDT is 0F 01 /3 with a memory operand (SDM Vol. 2A "LGDT/LIDT"); ModRM.mod
+    11 with reg 3 is another instruction (VMMCALL, VMLOAD...).  As with the other
+    scans, every start an instruction could have is a candidate; the length
+    lets a watcher stop right after the instruction, when IDTR holds the new
+    value."""
+    out = []
+    for opcode_at in _find(code, GROUP7):
+        modrm_at = opcode_at + 2
+        if modrm_at >= len(code):
+            continue
+        modrm = code[modrm_at]
+        if _modrm_reg(modrm) != 3 or modrm >> 6 == 3:
+            continue
+        operand = _modrm_operand_length(code, modrm_at)
+        if operand is None:
+            continue
+        end = modrm_at + operand
+        out.extend((base + start, end - start) for start in _starts(code, opcode_at))
+    return sorted(out)
+
+
+def lidt_from_elf(path: str | PathLike, *, offset: int = 0) -> list[tuple[int, int]]:
+    """LIDT candidates (address, length) in an x86 ELF file (see scan_lidt)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as f:
+        try:
+            regions = _code_regions(ELFFile(f))
+        except ELFError as exc:
+            raise SiteError(f"{path}: not a readable ELF file: {exc}") from exc
+    return sorted((a + offset, n) for _, address, data in regions for a, n in scan_lidt(data, address))
+

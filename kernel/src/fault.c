@@ -19,7 +19,7 @@ static const char *const exception_names[32] = {
 };
 
 /* Labelled instructions where a mistake is expected to surface. */
-extern const char enter_user_sysret[], syscall_return_sysret[], syscall_return_sysret_no_swapgs[],
+extern const char enter_user_sysret[], enter_user_iretq[], syscall_return_sysret[], syscall_return_sysret_no_swapgs[],
 	syscall_return_sysret_kernel_rsp[], syscall_return_sysretl[], syscall_return_sysret_unchecked[],
 	int80_return_iretq[], syscall_entry[];
 
@@ -28,6 +28,7 @@ static const struct {
 	const char *name;
 } known_sites[] = {
 	{ enter_user_sysret, "enter_user_sysret" },
+	{ enter_user_iretq, "enter_user_iretq" },
 	{ syscall_return_sysret, "syscall_return_sysret" },
 	{ syscall_return_sysret_no_swapgs, "syscall_return_sysret_no_swapgs" },
 	{ syscall_return_sysret_kernel_rsp, "syscall_return_sysret_kernel_rsp" },

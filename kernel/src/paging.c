@@ -5,6 +5,7 @@
 #include "page_alloc.h"
 #include "qemu_exit.h"
 #include "scenario.h"
+#include "tss.h"
 #include "x86.h"
 
 /* Levels named by the table that holds the entry. */
@@ -124,6 +125,15 @@ static uint64_t segment_leaf_flags(const struct boot_segment *seg)
 		flags |= PTE_NX;
 	if (!is_user_address(seg->vaddr))
 		return flags;
+	if ((seg->flags & SEGMENT_X) && scenario_is(SCENARIO_IRET_SUPERVISOR_PAGE)) {
+		/*
+		 * MISTAKE (iret-supervisor-page): the user code's leaf entries
+		 * are made without U/S, as for kernel text.  The iretq to it
+		 * succeeds (it checks segments, not pages); the first fetch in
+		 * ring 3 raises #PF.
+		 */
+		return flags;
+	}
 	flags |= PTE_US;
 	if (scenario_is(SCENARIO_USER_PAGE_NX)) {
 		/*
@@ -144,6 +154,23 @@ static void map_segments(void)
 		log_mapping(is_user_address(seg->vaddr) ? "user segment" : "kernel segment", seg->vaddr, seg->paddr,
 			    seg->size, flags);
 	}
+}
+
+/* Take a page back out of the tables being built (CR3 is loaded afterwards: no TLB entry to flush). */
+static void unmap_page(uint64_t va)
+{
+	uint64_t *pt = next_table(page_directory(va), PD_INDEX(va), va, LEVEL_PD);
+	if (!(pt[PT_INDEX(va)] & PTE_P))
+		paging_bug("unmapping a page that is not mapped", va);
+	pt[PT_INDEX(va)] = 0;
+}
+
+/* The kernel stack's guard page is part of .bss: map the segment, then punch the hole. */
+static void unmap_stack_guard(void)
+{
+	uint64_t va = kernel_stack_guard();
+	unmap_page(va);
+	klog("unmap kernel stack guard: va=%#lx pages=1 (below the kernel stack)", va);
 }
 
 static void map_user_stack(void)
@@ -196,6 +223,7 @@ void setup_paging(void)
 	page_alloc_init(&boot_info.page_pool);
 	pml4_pa = alloc_pml4();
 	map_segments();
+	unmap_stack_guard();
 	map_user_stack();
 	map_identity();
 

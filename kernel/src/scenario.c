@@ -23,6 +23,12 @@ static const char *const scenario_names[SCENARIO_COUNT] = {
 	[SCENARIO_NO_SWAPGS] = "no-swapgs",
 	[SCENARIO_KERNEL_RSP] = "kernel-rsp",
 	[SCENARIO_SYSRET32] = "sysret32",
+	[SCENARIO_TSS_RSP0_UNMAPPED] = "tss-rsp0-unmapped",
+	[SCENARIO_DOUBLE_FAULT] = "double-fault",
+	[SCENARIO_IRET_OK] = "iret-ok",
+	[SCENARIO_IRET_CS_RPL0] = "iret-cs-rpl0",
+	[SCENARIO_IRET_SS_DPL0] = "iret-ss-dpl0",
+	[SCENARIO_IRET_SUPERVISOR_PAGE] = "iret-supervisor-page",
 };
 
 static enum scenario current = SCENARIO_OK;
@@ -60,7 +66,7 @@ bool scenario_is(enum scenario s)
 
 bool scenario_is_mistake(void)
 {
-	return current != SCENARIO_OK && current != SCENARIO_SPIN;
+	return current != SCENARIO_OK && current != SCENARIO_SPIN && current != SCENARIO_IRET_OK;
 }
 
 const char *scenario_name(void)

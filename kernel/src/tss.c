@@ -9,8 +9,10 @@
 #include <stddef.h>
 
 #include "log.h"
+#include "scenario.h"
 #include "segments.h"
 #include "string.h"
+#include "x86.h"
 
 struct tss64 {
 	uint32_t reserved0;
@@ -30,7 +32,15 @@ _Static_assert(offsetof(struct tss64, iomap_base) == 0x66, "I/O map base at offs
 #define IST_STACK_SIZE 4096
 
 static struct tss64 tss __attribute__((aligned(16)));
-static uint8_t kernel_stack[KERNEL_STACK_SIZE] __attribute__((aligned(16)));
+/*
+ * The kernel stack sits on a page of its own above a guard page that
+ * paging leaves unmapped: an overflow faults (#PF, then #DF on IST1)
+ * instead of overwriting whatever .bss holds below it.
+ */
+static struct {
+	uint8_t guard[PAGE_SIZE];
+	uint8_t stack[KERNEL_STACK_SIZE];
+} kernel_stack_area __attribute__((aligned(PAGE_SIZE)));
 static uint8_t double_fault_stack[IST_STACK_SIZE] __attribute__((aligned(16)));
 static uint8_t nmi_stack[IST_STACK_SIZE] __attribute__((aligned(16)));
 static uint8_t machine_check_stack[IST_STACK_SIZE] __attribute__((aligned(16)));
@@ -49,16 +59,38 @@ uint32_t tss_limit(void)
 
 uint64_t kernel_stack_top(void)
 {
-	return STACK_TOP(kernel_stack);
+	return STACK_TOP(kernel_stack_area.stack);
+}
+
+uint64_t kernel_stack_guard(void)
+{
+	return (uint64_t)(uintptr_t)kernel_stack_area.guard;
+}
+
+/* What the TSS holds for a stack: its top, since pushes go down from there. */
+static uint64_t tss_stack_pointer(const uint8_t *stack, uint64_t size)
+{
+	if (scenario_is(SCENARIO_TSS_RSP0_UNMAPPED)) {
+		/*
+		 * MISTAKE (tss-rsp0-unmapped): the size, already in bytes, is
+		 * multiplied by PAGE_SIZE as if it counted pages.  RSP0 lands
+		 * 64 MiB past the kernel stack and IST1-3 16 MiB past theirs,
+		 * where nothing is mapped: the first interrupt from ring 3
+		 * faults pushing its frame, so does the #PF, and so does the
+		 * #DF on IST1: a triple fault.
+		 */
+		return (uint64_t)(uintptr_t)stack + size * PAGE_SIZE;
+	}
+	return (uint64_t)(uintptr_t)stack + size;
 }
 
 void setup_tss(void)
 {
 	memset(&tss, 0, sizeof(tss));
-	tss.rsp[0] = STACK_TOP(kernel_stack);
-	tss.ist[IST_DOUBLE_FAULT - 1] = STACK_TOP(double_fault_stack);
-	tss.ist[IST_NMI - 1] = STACK_TOP(nmi_stack);
-	tss.ist[IST_MACHINE_CHECK - 1] = STACK_TOP(machine_check_stack);
+	tss.rsp[0] = tss_stack_pointer(kernel_stack_area.stack, sizeof(kernel_stack_area.stack));
+	tss.ist[IST_DOUBLE_FAULT - 1] = tss_stack_pointer(double_fault_stack, sizeof(double_fault_stack));
+	tss.ist[IST_NMI - 1] = tss_stack_pointer(nmi_stack, sizeof(nmi_stack));
+	tss.ist[IST_MACHINE_CHECK - 1] = tss_stack_pointer(machine_check_stack, sizeof(machine_check_stack));
 	/* A base at or past the limit means "no I/O permission bitmap" (SDM Vol. 1, 19.5.2). */
 	tss.iomap_base = sizeof(tss);
 	__asm__ volatile("ltr %w0" : : "r"((uint16_t)GDT_TSS));

@@ -14,5 +14,7 @@ uint64_t tss_base(void);
 uint32_t tss_limit(void);
 /* The ring-0 stack every entry from ring 3 lands on. */
 uint64_t kernel_stack_top(void);
+/* The page below the kernel stack, which must stay unmapped. */
+uint64_t kernel_stack_guard(void);
 
 #endif

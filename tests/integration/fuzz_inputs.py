@@ -198,6 +198,8 @@ MSR_WORDS = tuple(_word(w) for w in ("STAR", "star", "IA32_LSTAR", "MSR_SFMASK",
                                      "NOPE", "STARX", "IA32_", "ia32_nope", ""))
 ACTION_WORDS = tuple(_word(w) for w in ("on", "off", "status", "ON", "bogus", "", "1", "0x1"))
 ACCESS_WORDS = tuple(_word(w) for w in ("read", "write", "exec", "READ", "rw", "x", "", "1"))
+VECTOR_WORDS = tuple(_word(w) for w in ("0-31", "13,14", "6,13-14", "14", "0", "31", "32", "0-32", "5-3", "13,",
+                                        "", "x", "0x0e", "1-2-3", " 13 , 14 ", "08", "-1", "0-", "13-13", "all"))
 # Names that are no number and no symbol of the bundled kernel (checked with nm).
 NAMES = tuple(t for t in MSR_WORDS + ACTION_WORDS + ACCESS_WORDS if t.text and not t.text[0].isdigit())
 FILE_WORDS = ("@elf", "@not_elf", "/nonexistent/kernel.elf", "/etc/passwd", "/", "", "123", "$rsp", "-")
@@ -310,6 +312,8 @@ def msr_word_number(text: str) -> Optional[int]:
 
 
 def judge_msr(tok: Tok, live: Live) -> Judgement:
+    if not tok.text:   # '' drawn from the names or from the numbers: the same word
+        return Judgement(EITHER, "an empty name: refused, or taken as no name")
     if tok.kind == WORD:
         if not tok.text:
             return Judgement(EITHER, "an empty name: refused, or taken as no name")
@@ -349,6 +353,31 @@ def judge_file(tok: Tok, live: Live) -> Judgement:
     if tok.text == live.elf:
         return Judgement.accept(tok.text)
     return _refuse("not a readable ELF file")
+
+
+_VECTOR_END = r"\s*(0[xX][0-9a-fA-F]+|[0-9]+)\s*"
+
+
+def judge_vectors(tok: Tok, live: Live) -> Judgement:
+    """`fault-watch on --vectors LIST`: vectors 0..31, single or LOW-HIGH,
+    comma-separated (help fault-watch).  A decimal with a leading zero may be
+    refused or read as decimal; anything else outside that form is refused."""
+    vectors: set[int] = set()
+    odd = False
+    for part in tok.text.split(","):
+        m = re.fullmatch(_VECTOR_END + r"(?:-" + _VECTOR_END + ")?", part)
+        if m is None:
+            return _refuse("not a list of vectors such as 0-31 or 13,14")
+        ends = [e for e in m.groups() if e is not None]
+        odd |= any(len(e) > 1 and e[0] == "0" and e[1] not in "xX" for e in ends)
+        lo, hi = (int(e, 16) if e[:2].lower() == "0x" else int(e, 10) for e in (ends[0], ends[-1]))
+        if not lo <= hi <= 31:
+            return _refuse("vectors are 0..31, low to high")
+        vectors.update(range(lo, hi + 1))
+    value = tuple(sorted(vectors))
+    if odd:
+        return Judgement(EITHER, "a leading zero", frozenset([value]))
+    return Judgement.accept(value)
 
 
 def addr64(tok: Tok, live: Live) -> Judgement:
@@ -431,6 +460,11 @@ COMMANDS: dict[str, Spec] = {
     "sysret-watch": Spec((Slot("ACTION", "action", judge_choice(("on", "off", "status")), ACTION_WORDS,
                                optional=False, numeric=False),),
                          (_flag("--warnings"), _flag("--no-wrmsr"))),
+    "fault-watch": Spec((Slot("ACTION", "action", judge_choice(("on", "off", "status")), ACTION_WORDS,
+                              optional=False, numeric=False),),
+                        (Slot("--vectors", "vectors", judge_vectors, VECTOR_WORDS, numeric=False),
+                         _flag("--user"), _flag("--record"))),
+    "info fault": Spec((), (_flag("--all"),)),
     "gdbext-symbols": Spec((Slot("FILE", "file", judge_file, (), optional=False, numeric=False),
                             Slot("OFFSET", "offset", offset, NUMBERS)), ()),
 }
@@ -543,6 +577,11 @@ def expect(case: Case, live: Live) -> Expectation:
     for slot in spec.positionals:
         if not slot.optional and slot.name not in given:
             verdicts.append((REFUSE, f"{slot.name} is required"))
+    if case.command == "fault-watch" and values.get("action") and "on" not in values["action"] and any(
+            u.slot is not None and u.slot.name in ("--vectors", "--user", "--record") for u in case.units):
+        verdicts.append((REFUSE, "--vectors, --user and --record go with `on` only"))
+    if case.command == "info fault":
+        verdicts.append((EITHER, "no exception caught yet: a one-line refusal"))
     refusals = [r for v, r in verdicts if v == REFUSE]
     if refusals:
         return Expectation(REFUSE, refusals, values, negatives)
@@ -681,7 +720,7 @@ def fixed_cases(files: dict[str, str]) -> list[Case]:
     cases.append(Case("pagewalk 'unterminated", "pagewalk", expect=REFUSE, rule="unbalanced quote"))
 
     def tok(text: str) -> Tok:
-        return next(t for t in NUMBERS + MSR_WORDS + ACTION_WORDS + ACCESS_WORDS if t.text == text)
+        return next(t for t in NUMBERS + MSR_WORDS + ACTION_WORDS + ACCESS_WORDS + VECTOR_WORDS if t.text == text)
 
     def cmd(command: str, *parts, origin: str = "issue") -> Case:
         spec = COMMANDS[command]
@@ -727,7 +766,10 @@ def fixed_cases(files: dict[str, str]) -> list[Case]:
                   ("pagewalk", "$rip"), ("pagewalk", "$rsp-8", ("--access", "write"), "--user"),
                   ("ptdump",), ("ptdump", "--wx"), ("ptdump", ("--range", "0x400000", "0x7ffffff00000")),
                   ("sysret-check",), ("sysret-check", ("--opsize", "32")), ("sysret-watch", "status"),
-                  ("sysret-watch", "on"), ("sysret-watch", "off"), ("gdbext-symbols", "@elf")):
+                  ("sysret-watch", "on"), ("sysret-watch", "off"), ("gdbext-symbols", "@elf"),
+                  ("fault-watch", "status"), ("fault-watch", "on"), ("fault-watch", "on", "--user"),
+                  ("fault-watch", "on", ("--vectors", "13,14"), "--record"), ("fault-watch", "off"),
+                  ("info fault",), ("info fault", "--all")):
         cases.append(cmd(*parts, origin="usual"))
         cases.append(cmd(*parts, "--json", origin="usual"))
     arg = {t.text: t for t in FUNCTION_ARGS}

@@ -418,6 +418,12 @@ def check_values(case: fz.Case, exp: fz.Expectation, printed: str, doc, live: fz
         action = next(iter(want["action"]))
         if action in ("on", "off") and doc.get("armed") != (action == "on"):
             yield f"'{action}' left armed={doc.get('armed')!r}", ""
+    elif c == "fault-watch" and doc is not None and "action" in want:
+        action = next(iter(want["action"]))
+        if action in ("on", "off") and doc.get("armed") != (action == "on"):
+            yield f"'{action}' left armed={doc.get('armed')!r}", ""
+        if action == "on" and "vectors" in want and tuple(doc.get("vectors") or ()) not in want["vectors"]:
+            yield "--vectors: watched other vectors", f"vectors {doc.get('vectors')!r}, expected {shown('vectors')}"
     elif c == "info cpl" and doc is not None and doc.get("cpl") != live.cpl:
         yield "wrong CPL", f"cpl {doc.get('cpl')!r}, QEMU says {live.cpl}"
 
@@ -467,6 +473,7 @@ def test_bad_input_never_crashes_lies_or_changes_the_guest(kernel_session, scena
                 before = after  # judge the next input against the state it found
         else:
             run(gdb, "sysret-watch off")
+            run(gdb, "fault-watch off")
             after_all = guest.full(gdb)
             changed = [part for part in before_all if after_all.get(part) != before_all[part]]
             if changed:

@@ -56,3 +56,63 @@ def report(log: str) -> dict[str, int] | None:
 
 def exit_line(log: str) -> re.Match | None:
     return EXIT_LINE.search(log)
+
+
+# QEMU's `-d int` log (TCG), the independent witness of deliveries that
+# never reach a handler.  Per event QEMU 7.2 and 10.0 print, from
+# target/i386/tcg/seg_helper.c and excp_helper.c:
+#      62: v=0e e=0002 i=0 cpl=3 IP=002b:00000000004001c1 pc=... SP=... CR2=ffffffff84009638
+#   check_exception old: 0xe new 0xe          (a fault while delivering one)
+#   Triple fault
+# `v=` lines are deliveries (i=1: a software interrupt, e.g. int $0x80;
+# CR2= only for #PF), `check_exception` lines are exceptions raised while
+# the one named `old` (0xffffffff: none) was being delivered.
+QEMU_INT_EVENT = re.compile(
+    r"^\s*\d+: v=(?P<vector>[0-9a-f]+) e=(?P<error>[0-9a-f]+) i=(?P<soft>\d) cpl=(?P<cpl>\d) "
+    r"IP=(?P<cs>[0-9a-f]+):(?P<rip>[0-9a-f]+) .*?(?:CR2=(?P<cr2>[0-9a-f]+))?$"
+    r"|^check_exception old: 0x(?P<old>[0-9a-f]+) new 0x(?P<new>[0-9a-f]+)$"
+    r"|^(?P<triple>Triple fault)$",
+    re.MULTILINE,
+)
+NO_EXCEPTION = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Delivery:
+    vector: int
+    error: int
+    software: bool
+    cpl: int
+    cs: int
+    rip: int
+    cr2: int | None
+
+
+@dataclass(frozen=True)
+class Raised:
+    """An exception raised while `old` was being delivered (None: while none was)."""
+
+    old: int | None
+    new: int
+
+
+@dataclass(frozen=True)
+class TripleFault:
+    pass
+
+
+def qemu_int_events(text: str) -> list[Delivery | Raised | TripleFault]:
+    events: list[Delivery | Raised | TripleFault] = []
+    for m in QEMU_INT_EVENT.finditer(text):
+        if m["triple"]:
+            events.append(TripleFault())
+        elif m["new"] is not None:
+            old = int(m["old"], 16)
+            events.append(Raised(None if old == NO_EXCEPTION else old, int(m["new"], 16)))
+        else:
+            events.append(Delivery(
+                vector=int(m["vector"], 16), error=int(m["error"], 16), software=m["soft"] == "1",
+                cpl=int(m["cpl"]), cs=int(m["cs"], 16), rip=int(m["rip"], 16),
+                cr2=int(m["cr2"], 16) if m["cr2"] else None,
+            ))
+    return events

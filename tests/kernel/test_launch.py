@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdbext.tools import launch
+from tests.support import asmkernel
 
 
 def argv_for(**options) -> list:
@@ -65,6 +66,24 @@ def test_argv_direct_linux_boot_has_no_firmware_and_extra_args_come_last():
     assert option(argv, "-append") == ["console=ttyS0"]
     assert "-bios" not in argv and "-fw_cfg" not in argv
     assert argv[-2:] == ["-d", "int"]
+
+
+def test_argv_int_log_asks_for_the_log_and_a_pause_on_shutdown():
+    opts = launch.QemuOptions(int_log=True)
+    opts.validate()
+    argv = launch.qemu_argv(opts, qemu="q", serial_path=Path("/s"), gdb_port=None, firmware=Path("/f"),
+                            esp_image=Path("/e"), int_log_path=Path("/t/qemu-int.log"))
+    assert option(argv, "-d") == ["int,cpu_reset"] and option(argv, "-D") == ["/t/qemu-int.log"]
+    assert "-no-shutdown" in argv and "-no-reboot" in argv
+    plain = argv_for()
+    assert "-d" not in plain and "-no-shutdown" not in plain
+
+
+@pytest.mark.parametrize("extra", [["-enable-kvm"], ["-accel", "kvm"], ["-d", "int"], ["-D", "/x"]])
+def test_int_log_refuses_kvm_and_a_log_of_ones_own(extra):
+    with pytest.raises(launch.LaunchError) as err:
+        launch.QemuOptions(int_log=True, extra_args=extra).validate()
+    assert "TCG" in str(err.value)
 
 
 def test_unknown_scenario_is_a_launch_error_listing_the_valid_ones():
@@ -196,6 +215,33 @@ def test_an_efi_image_of_ones_own_is_wrapped_in_a_fat_image_and_booted(qemu_fact
     assert str(kernel_paths.esp_image) not in " ".join(qemu.argv)
     qemu.wait_serial(r"^\[kernel\] exit: ok$", 90)
     assert qemu.wait(10) == launch.EXIT_SUCCESS
+
+
+@pytest.mark.qemu
+def test_triple_fault_under_int_log_pauses_the_vm_and_wait_says_so(qemu_factory, tmp_path):
+    kernel = asmkernel.build("empty_idt", tmp_path)
+    qemu = qemu_factory(kernel=kernel, int_log=True, ram_file=False, first_line="")
+    assert qemu.wait(60) == launch.EXIT_TRIPLE_FAULT
+    assert launch.describe_status(launch.EXIT_TRIPLE_FAULT) == "triple fault; the VM is paused with its state"
+    assert qemu.running and qemu.triple_faulted()         # -no-shutdown: paused, not gone
+    log = qemu.int_log_path.read_text()
+    assert "Triple fault" in log and "v=06 e=0000" in log
+    with pytest.raises(launch.QemuTripleFault) as err:
+        qemu.wait_serial(r"never printed", 5)
+    assert str(err.value).startswith("triple fault; the VM is paused with its state")
+    assert isinstance(err.value, launch.QemuExited) and err.value.status == launch.EXIT_TRIPLE_FAULT
+    assert list(qemu.follow_serial()) == []              # ends instead of waiting for an exit
+    pid = qemu.pid
+    qemu.stop()
+    assert not Path(f"/proc/{pid}").exists() and not qemu.int_log_path.exists()
+
+
+@pytest.mark.qemu
+def test_triple_fault_without_int_log_ends_qemu_with_status_0(qemu_factory, tmp_path):
+    kernel = asmkernel.build("empty_idt", tmp_path)
+    qemu = qemu_factory(kernel=kernel, ram_file=False, first_line="")
+    assert qemu.wait(60) == launch.EXIT_RESET
+    assert not qemu.triple_faulted() and qemu.int_log_path is None
 
 
 @settings(max_examples=200, deadline=None)

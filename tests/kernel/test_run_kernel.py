@@ -80,3 +80,28 @@ def test_sigterm_stops_qemu_and_exits_130(kernel_paths):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.qemu
+def test_int_log_logs_the_guest_exceptions_and_the_kernel_still_reports_them(kernel_paths):
+    result = run_kernel("--scenario", "sce-off", "--int-log")
+    assert result.returncode == 1, result.stderr
+    assert "FAULT vector=6 (#UD)" in result.stdout
+    assert re.search(r"QEMU's interrupt log in \S+qemu-int\.log", result.stderr)
+    assert "triple fault" not in result.stderr
+
+
+def test_chain_printed_after_a_triple_fault_reads_qemus_log(capsys):
+    # The printer run-kernel calls once the log says "Triple fault", on a real log.
+    import importlib.machinery
+    import importlib.util
+    import types
+
+    loader = importlib.machinery.SourceFileLoader("run_kernel_script", str(RUN_KERNEL))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    log = Path(__file__).parents[1] / "unit" / "fixtures" / "qemu_log" / "empty_idt_qemu72.log"
+    module.print_chain(types.SimpleNamespace(int_log_path=log, ram_path=None))
+    out = capsys.readouterr().out
+    assert "#UD at 0x100027; vector 6 is past the IDT limit 0x0: #GP(0x32);" in out.replace("\n  ", " ")
+    assert all(len(line) <= 80 for line in out.splitlines())
