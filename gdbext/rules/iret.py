@@ -507,12 +507,12 @@ assert tuple(_CHECKS) == tuple(r.id for r in RULES)
 
 
 def evaluate(snap: Snapshot, *, opsize: int = 64, frame: Frame | None = None) -> IretReport:
-    """Every rule at an IRET about to execute (opsize 64: iretq, 32: iretd).
+    """Every rule at an IRET about to execute (opsize 64: iretq, 32: iretd, 16).
 
     frame: the frame at RSP when the caller has read it already; else it is read here.
     """
-    if opsize not in (32, 64):
-        raise ValueError(f"opsize must be 32 or 64, not {opsize!r}")
+    if opsize not in (16, 32, 64):
+        raise ValueError(f"opsize must be 16, 32 or 64, not {opsize!r}")
     st = _State(snap, opsize, frame)
     results = common.run(_CHECKS, "IR-MODE", st)
     if results[0].status != PASS:
