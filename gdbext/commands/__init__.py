@@ -4,6 +4,7 @@ arguments, asks gdbext.target for a snapshot, and renders a view of it.
     info.py     info cpl/msr/gdt/tss/idt, gdbext-symbols, $cpl(), $msr()
     paging.py   pagewalk, ptdump
     sysret.py   sysret-check, sysret-watch, $sysret_ok()
+    iret.py     iret-check, $iret_ok(), the watch's iretq breakpoints
     fault.py    fault-watch, info fault
     faultchain.py  fault-chain, gdbext-qemu-log (QEMU's interrupt log)
     base.py     what they share: one-line errors, numbers as gdb reads them
@@ -21,12 +22,13 @@ def register() -> None:
     import gdb
 
     from gdbext import target
-    from gdbext.commands import fault, faultchain, info, paging, sysret
+    from gdbext.commands import fault, faultchain, info, iret, paging, sysret
     from gdbext.commands.base import full_name, register_short_names
 
     info.register()     # first: it makes the `gdbext` and `gdbext info` prefixes
     paging.register()
     sysret.register()
+    iret.register()
     fault.register()
     faultchain.register()
     left = register_short_names()

@@ -77,6 +77,19 @@ def integer_of(value: gdb.Value) -> int | None:
     return n if 0 <= n <= MASK64 else None
 
 
+def _unsigned_value(text: str) -> int | None:
+    """The value of an expression written with a leading minus when gdb reads it
+    as a non-negative integer (`-1UL`), else None (`-1`, `-0x10`, not a number)."""
+    try:
+        value = gdb.parse_and_eval(text)
+        if value.type.strip_typedefs().code not in _INTEGER_TYPES:
+            return None
+        n = int(value)
+    except (gdb.error, ValueError, TypeError, OverflowError):
+        return None
+    return n if 0 <= n <= MASK64 else None
+
+
 def number(text: str, what: str = "a number", lo: int = 0, hi: int = MASK64) -> int:
     """`text` read as gdb reads a number or expression ($rsp-8, &symbol,
     0x10+8), which must be an integer in [lo, hi]: a value that does not fit
@@ -220,11 +233,14 @@ class GdbextCommand(gdb.Command):
             words = shlex.split(argument)
         except ValueError as exc:  # shlex: unbalanced quotes
             raise gdb.GdbError(f"{self.NAME}: {exc}") from None
-        for word in words:
+        for i, word in enumerate(words):
             # argparse would take "-0x10" or "-(8)" for an unknown option.
             if len(word) > 1 and word[0] == "-" and not (word[1] == "-" or word[1].isalpha()):
-                raise gdb.GdbError(f"{self.NAME}: {word} is negative; addresses, selectors and counts are not "
-                                   f"(see `help {self.registered_name}`)")
+                if _unsigned_value(word) is None:
+                    raise gdb.GdbError(f"{self.NAME}: {word} is negative; addresses, selectors and counts "
+                                       f"are not (see `help {self.registered_name}`)")
+                # "-1UL" is an unsigned value gdb reads as 2**64-1: pass argparse the value.
+                words[i] = str(_unsigned_value(word))
         try:
             # Options may stand anywhere, between positional arguments too.
             args = self.parser.parse_intermixed_args(words)

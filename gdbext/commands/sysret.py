@@ -30,7 +30,13 @@ from typing import Dict, List, Optional
 import gdb
 
 from gdbext import target
-from gdbext.commands.base import GdbextCommand, address_arg, count_arg, int_argument, symbolize
+from gdbext.commands.base import (
+    GdbextCommand,
+    address_arg,
+    count_arg,
+    int_argument,
+    symbolize,
+)
 from gdbext.model.snapshot import (
     MSR_CSTAR,
     MSR_EFER,
@@ -47,6 +53,7 @@ from gdbext.views.sysret import _MARK, report_text
 from gdbext.x86.insn import (
     Site,
     scan,
+    scan_iret,
     scan_table_loads,
     scan_wrmsr,
     sites_from_elf,
@@ -136,12 +143,14 @@ class Watch:
     armed: bool = False
     warnings: bool = False
     sites: List[Site] = field(default_factory=list)
+    iret_sites: List[Site] = field(default_factory=list)
     wrmsr_sites: List[int] = field(default_factory=list)
     table_sites: List[int] = field(default_factory=list)
     breakpoints: List[gdb.Breakpoint] = field(default_factory=list)
     msrs: Dict[int, Dict[int, int]] = field(default_factory=dict)   # cpu -> MSR -> value
     verdicts: VerdictCache = field(default_factory=VerdictCache)
     checks: int = 0
+    iret_checks: int = 0
     wrmsr_checks: int = 0
     table_loads: int = 0
     findings: int = 0
@@ -155,15 +164,20 @@ class Watch:
     def status(self) -> dict:
         return {"armed": self.armed, "warnings": self.warnings,
                 "sites": [s.address for s in self.sites], "wrmsr_sites": self.wrmsr_sites,
+                "iret_sites": [s.address for s in self.iret_sites], "iret_checks": self.iret_checks,
                 "table_load_sites": self.table_sites,
                 "checks": self.checks, "wrmsr_checks": self.wrmsr_checks, "table_loads": self.table_loads,
                 "findings": self.findings, "reused_verdicts": self.verdicts.hits,
                 "source": self.source, "memory": self.memory, "dropped_candidates": self.dropped,
-                "mean_check_ms": round(1000 * self.check_seconds / max(1, self.checks + self.wrmsr_checks), 3),
+                "mean_check_ms": round(1000 * self.check_seconds / max(1, self._all_checks), 3),
                 "mean_reused_ms": round(1000 * self.reused_seconds / max(1, self.verdicts.hits), 3),
                 "mean_evaluated_ms": round(1000 * (self.check_seconds - self.reused_seconds)
-                                           / max(1, self.checks + self.wrmsr_checks - self.verdicts.hits), 3),
+                                           / max(1, self._all_checks - self.verdicts.hits), 3),
                 "last_finding": self.last}
+
+    @property
+    def _all_checks(self) -> int:
+        return self.checks + self.iret_checks + self.wrmsr_checks
 
     def msrs_for(self, cpu: int) -> Dict[int, int]:
         known = self.msrs.get(cpu)
@@ -355,6 +369,7 @@ class _Found:
     table_loads: List[int]
     source: str
     dropped: int = 0     # candidates not proven to start an instruction
+    iret: List[Site] = field(default_factory=list)
 
 
 def _find_sites(snap: Snapshot) -> _Found:
@@ -372,16 +387,22 @@ def _find_sites(snap: Snapshot) -> _Found:
         symbols.update({s.address: s.symbol for s in sysret})
     for region in code.regions:
         found.sysret += [replace(s, symbol=symbols.get(s.address)) for s in scan(region.code, region.base)]
+        found.iret += scan_iret(region.code, region.base)
         found.wrmsr += scan_wrmsr(region.code, region.base)
         found.table_loads += scan_table_loads(region.code, region.base)
-    kept, found.dropped = code.prove([s.address for s in found.sysret] + found.wrmsr + found.table_loads)
+    kept, found.dropped = code.prove([s.address for s in found.sysret + found.iret] + found.wrmsr
+                                     + found.table_loads)
     found.sysret = sorted((s for s in found.sysret if s.address in kept), key=lambda s: s.address)
+    found.iret = sorted((replace(s, symbol=symbolize(s.address)) for s in found.iret if s.address in kept),
+                        key=lambda s: s.address)
     found.wrmsr = [a for a in found.wrmsr if a in kept]
     found.table_loads = [a for a in found.table_loads if a in kept]
     return found
 
 
-def arm(warnings: bool, with_wrmsr: bool = True) -> str:
+def arm(warnings: bool, with_wrmsr: bool = True, with_iret: bool = True) -> str:
+    from gdbext.commands.iret import IretBreakpoint
+
     disarm()
     snap = target.snapshot()
     found = _find_sites(snap)
@@ -406,9 +427,11 @@ def arm(warnings: bool, with_wrmsr: bool = True) -> str:
     finally:
         original.switch()
     WATCH.sites = found.sysret
+    WATCH.iret_sites = found.iret if with_iret else []
     WATCH.wrmsr_sites = sorted(set(found.wrmsr)) if with_wrmsr else []
     WATCH.table_sites = sorted(set(found.table_loads))
     WATCH.breakpoints = [SysretBreakpoint(s) for s in found.sysret]
+    WATCH.breakpoints += [IretBreakpoint(s) for s in WATCH.iret_sites]
     WATCH.breakpoints += [WrmsrBreakpoint(a) for a in WATCH.wrmsr_sites]
     WATCH.breakpoints += [TableLoadBreakpoint(a) for a in WATCH.table_sites]
     WATCH.armed = True
@@ -416,13 +439,14 @@ def arm(warnings: bool, with_wrmsr: bool = True) -> str:
     WATCH.source = found.source
     WATCH.dropped = found.dropped
     WATCH.memory = "shared RAM file (mmap)" if target.PHYS.shared else "gdb stub (PhyMemMode)"
-    WATCH.checks = WATCH.wrmsr_checks = WATCH.findings = WATCH.table_loads = 0
+    WATCH.checks = WATCH.iret_checks = WATCH.wrmsr_checks = WATCH.findings = WATCH.table_loads = 0
     WATCH.check_seconds = WATCH.reused_seconds = 0.0
     WATCH.verdicts.clear()
     WATCH.last = None
     target.forget_monitor()
-    head = (f"sysret-watch: armed on {len(found.sysret)} sysret site(s) and {len(WATCH.wrmsr_sites)} wrmsr "
-            f"site(s) from {found.source}; stops on {'errors and warnings' if warnings else 'errors'}")
+    head = (f"sysret-watch: armed on {len(found.sysret)} sysret site(s), {len(WATCH.iret_sites)} iret site(s) "
+            f"and {len(WATCH.wrmsr_sites)} wrmsr site(s) from {found.source}; stops on "
+            f"{'errors and warnings' if warnings else 'errors'}")
     if found.dropped:
         notes.append(f"{found.dropped} byte pattern(s) not proven to start an instruction were left out "
                      "(decoding from a known instruction start does not land on them)")
@@ -442,9 +466,9 @@ def disarm() -> None:
 
 
 class SysretWatch(GdbextCommand):
-    """Stop the guest right before a SYSRET that would go wrong.
+    """Stop the guest right before a SYSRET or an IRETQ that would go wrong.
 
-Usage: sysret-watch on [--warnings] [--no-wrmsr] | off | status [--json]
+Usage: sysret-watch on [--warnings] [--no-wrmsr] [--no-iret] | off | status [--json]
 
 on: find every SYSRET instruction in the kernel's code (from the ELF files gdb
 has loaded, read with pyelftools; with none, by scanning the kernel's
@@ -452,13 +476,19 @@ executable pages) and break on each, evaluating every sysret-check rule there;
 the guest stops only when a rule fails (with --warnings, on warnings too) and
 the diagnosis is printed.  Every WRMSR site is watched too: a write of STAR,
 LSTAR, SFMASK or EFER that cannot work stops at the wrmsr, naming it.
+Every IRET site is watched too (--no-iret: not), evaluating every iret-check
+rule on the frame at RSP: a return to ring 3 that would fault or hand ring 3
+what it must not have stops there; returns into the kernel pass quickly.
+Sites are only addresses proven to start an instruction (decoded forward
+from symbols or known entry points); the candidates left out are counted.
 LGDT and LTR sites are watched as well, only to know when GDTR or TR change.
 While the guest hits watched sites fast, gdb may drop a Ctrl-C that lands as
 it steps over one: press it again.
 off: remove the breakpoints.  status: sites, checks made, findings, verdicts
 reused (a check whose every input -- registers, MSRs, monitor state, bytes
 of memory -- was unchanged since an earlier pass), mean check time.
-JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
+JSON (status): {"armed", "sites": [addresses], "iret_sites", "checks" (sysret),
+"iret_checks", "wrmsr_checks", "findings", "dropped_candidates", ...}."""
 
     NAME = "sysret-watch"
     COMMAND_CLASS = gdb.COMMAND_BREAKPOINTS
@@ -467,10 +497,11 @@ JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
         parser.add_argument("action", choices=("on", "off", "status"))
         parser.add_argument("--warnings", action="store_true")
         parser.add_argument("--no-wrmsr", action="store_true")
+        parser.add_argument("--no-iret", action="store_true")
 
     def run(self, args):
         if args.action == "on":
-            text = arm(args.warnings, not args.no_wrmsr)
+            text = arm(args.warnings, not args.no_wrmsr, not args.no_iret)
             return WATCH.status(), text
         if args.action == "off":
             disarm()
@@ -481,7 +512,8 @@ JSON (status): {"armed", "sites": [addresses], "checks", "findings", ...}."""
         real = list(watch.sites)
         text = ("sysret-watch: the connection ended; its last status: " if ended else "sysret-watch: ")
         text += (f"{'armed' if st['armed'] else 'off'}; {len(real)} sysret site(s), "
-                f"{len(st['wrmsr_sites'])} wrmsr site(s); {st['checks']} sysret check(s), "
+                f"{len(st['iret_sites'])} iret site(s), {len(st['wrmsr_sites'])} wrmsr site(s); "
+                f"{st['checks']} sysret check(s), {st['iret_checks']} iret check(s), "
                 f"{st['wrmsr_checks']} wrmsr check(s), {st['findings']} finding(s); "
                 f"{st['reused_verdicts']} verdict(s) reused unchanged; mean check {st['mean_check_ms']} ms "
                 f"({st['mean_reused_ms']} ms reused, {st['mean_evaluated_ms']} ms evaluated)")

@@ -7,8 +7,9 @@ from gdbext.rules import sysret as rules
 _MARK = {"pass": "pass   ", "warning": "WARNING", "error": "ERROR  ", "skipped": "skipped"}
 
 
-def report_text(report: rules.Report, where: str, *, verbose: bool = True) -> str:
-    lines = [f"sysret-check: {where}"]
+def report_text(report: rules.Report, where: str, *, verbose: bool = True,
+                title: str = "sysret-check") -> str:
+    lines = [f"{title}: {where}"]
     for r in report.results:
         if not verbose and r.status == "pass":
             continue

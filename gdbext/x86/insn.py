@@ -98,10 +98,10 @@ def wrmsr_at(code: bytes) -> bool:
     return at >= 0 and code[at:at + 2] == WRMSR_OPCODE
 
 
-def _starts(code: bytes, opcode_at: int) -> list[int]:
+def _starts(code: bytes, opcode_at: int, opcode_size: int = 2) -> list[int]:
     """Every offset an instruction ending at this opcode could start at, earliest first."""
     first = opcode_at
-    while first > 0 and opcode_at - (first - 1) <= MAX_INSTRUCTION - 2:
+    while first > 0 and opcode_at - (first - 1) <= MAX_INSTRUCTION - opcode_size:
         byte = code[first - 1]
         if byte not in LEGACY_PREFIXES and not _is_rex(byte):
             break
@@ -379,3 +379,49 @@ def lidt_from_elf(path: str | PathLike, *, offset: int = 0) -> list[tuple[int, i
             raise SiteError(f"{path}: not a readable ELF file: {exc}") from exc
     return sorted((a + offset, n) for _, address, data in regions for a, n in scan_lidt(data, address))
 
+
+
+# --- IRET sites ----------------------------------------------------------------
+# IRET is CF (SDM Vol. 2A "IRET/IRETD/IRETQ"): with REX.W it is iretq (five
+# 8-byte slots), with neither REX.W nor 66 iretd (4-byte slots), with 66 alone
+# the 16-bit iret.  CF is a common byte inside other instructions (an
+# immediate, a displacement, a ModRM), so these candidates need the proof of
+# gdbext.x86.length before a breakpoint goes there.
+
+IRET_OPCODE = 0xCF
+
+
+def iret_at(code: bytes) -> int | None:
+    """64, 32 or 16 (the operand size) if `code` starts with an IRET, else None."""
+    i = 0
+    rex_w = opsize16 = False
+    while i < len(code) and i < MAX_INSTRUCTION - 1:
+        byte = code[i]
+        if byte in LEGACY_PREFIXES:
+            rex_w = False              # a REX followed by a legacy prefix is ignored
+            opsize16 = opsize16 or byte == 0x66
+        elif _is_rex(byte):
+            rex_w = bool(byte & REX_W)
+        elif byte == IRET_OPCODE:
+            return 64 if rex_w else 16 if opsize16 else 32
+        else:
+            return None
+        i += 1
+    return None
+
+
+def scan_iret(code: bytes, base: int) -> list[Site]:
+    """Candidate IRET sites in `code` loaded at `base` (every start an
+    instruction ending at a CF could have), by address; `opsize` as iret_at."""
+    sites = []
+    at = code.find(IRET_OPCODE)
+    while at >= 0:
+        for n, start in enumerate(_starts(code, at, 1)):
+            opsize = iret_at(code[start:at + 1])
+            if opsize is not None:
+                sites.append(Site(base + start, opsize, None, at + 1 - start, n > 0))
+        at = code.find(IRET_OPCODE, at + 1)
+    return sites
+
+
+__all__ += ["iret_at", "scan_iret"]

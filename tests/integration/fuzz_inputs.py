@@ -339,6 +339,17 @@ def judge_opsize(tok: Tok, live: Live) -> Judgement:
     return j
 
 
+def judge_iret_opsize(tok: Tok, live: Live) -> Judgement:
+    j = judge_number(tok, live, 0, MASK64, strict=False)
+    if j.verdict == REFUSE:
+        return j
+    if j.values and not j.values <= {16, 32, 64}:
+        return _refuse("--opsize is 16, 32 or 64")
+    if j.verdict == ACCEPT and tok.text not in ("16", "32", "64"):
+        return Judgement(EITHER, "16, 32 or 64 written another way", j.values)
+    return j
+
+
 def judge_choice(choices: tuple[str, ...]):
     def judge(tok: Tok, live: Live) -> Judgement:
         if tok.text in choices:
@@ -459,7 +470,9 @@ COMMANDS: dict[str, Spec] = {
                          (Slot("--opsize", "opsize", judge_opsize, NUMBERS),)),
     "sysret-watch": Spec((Slot("ACTION", "action", judge_choice(("on", "off", "status")), ACTION_WORDS,
                                optional=False, numeric=False),),
-                         (_flag("--warnings"), _flag("--no-wrmsr"))),
+                         (_flag("--warnings"), _flag("--no-wrmsr"), _flag("--no-iret"))),
+    "iret-check": Spec((Slot("ADDRESS", "address", addr64, NUMBERS),),
+                       (Slot("--opsize", "opsize", judge_iret_opsize, NUMBERS),)),
     "fault-watch": Spec((Slot("ACTION", "action", judge_choice(("on", "off", "status")), ACTION_WORDS,
                               optional=False, numeric=False),),
                         (Slot("--vectors", "vectors", judge_vectors, VECTOR_WORDS, numeric=False),
@@ -630,6 +643,20 @@ def expect_function(case: Case, live: Live) -> Expectation:
         if size not in (32, 64):
             return Expectation(REFUSE, ["$sysret_ok(N): N is 32 or 64"], {}, [])
         return Expectation(j.verdict, [j.rule] if j.rule else [], {"value": frozenset([live.sysret_ok[size]])}, [])
+    if name == "$iret_ok":
+        # 0 or 1: the frame at the stopped RSP is whatever it is; what matters
+        # here is that bad arguments are refused in one line.
+        either = {"value": frozenset([0, 1])}
+        if len(args) > 1:
+            return Expectation(REFUSE, ["$iret_ok() takes at most one argument"], {}, [])
+        if not args:
+            return Expectation(ACCEPT, [], either, [])
+        j = judge_number(args[0], live, 0, MASK64)
+        if j.verdict == REFUSE or not j.values:
+            return Expectation(REFUSE, [f"$iret_ok(): {j.rule}"], {}, [])
+        if next(iter(j.values)) not in (16, 32, 64):
+            return Expectation(REFUSE, ["$iret_ok(N): N is 16, 32 or 64"], {}, [])
+        return Expectation(j.verdict, [j.rule] if j.rule else [], either, [])
     raise KeyError(name)
 
 
@@ -702,8 +729,8 @@ def function_case(name: str, args: tuple[Tok, ...], form: str, origin: str = "ge
 
 
 def random_function(rng: random.Random) -> Case:
-    name = rng.choice(("$cpl", "$msr", "$msr", "$sysret_ok", "$sysret_ok"))
-    usual = {"$cpl": 0, "$msr": 1, "$sysret_ok": rng.choice((0, 1))}[name]
+    name = rng.choice(("$cpl", "$msr", "$msr", "$sysret_ok", "$sysret_ok", "$iret_ok"))
+    usual = {"$cpl": 0, "$msr": 1, "$sysret_ok": rng.choice((0, 1)), "$iret_ok": rng.choice((0, 1))}[name]
     r = rng.random()
     nargs = usual if r < 0.6 else rng.choice([n for n in (0, 1, 2, 3) if n != usual])
     args = tuple(rng.choice(FUNCTION_ARGS) for _ in range(nargs))
@@ -752,6 +779,7 @@ def fixed_cases(files: dict[str, str]) -> list[Case]:
         cmd("ptdump", ("--limit", "0"), "--json"), cmd("ptdump", ("--limit", "010"), "--json"),
         cmd("ptdump", ("--limit", "0x10"), "--json"),
         cmd("sysret-check", "-1"), cmd("sysret-check", "0x10000000000000000"), cmd("sysret-check", "1.5"),
+        cmd("iret-check", "-1"), cmd("iret-check", "0x10000000000000000"), cmd("iret-check", ("--opsize", "8")),
         cmd("gdbext-symbols", "@elf", "0x10000000000000000"),
         cmd("gdbext-symbols", "@elf", "--json", "0x10"),
         cmd("info msr", "0x12345678"), cmd("info msr", "1_000"),
@@ -767,6 +795,8 @@ def fixed_cases(files: dict[str, str]) -> list[Case]:
                   ("ptdump",), ("ptdump", "--wx"), ("ptdump", ("--range", "0x400000", "0x7ffffff00000")),
                   ("sysret-check",), ("sysret-check", ("--opsize", "32")), ("sysret-watch", "status"),
                   ("sysret-watch", "on"), ("sysret-watch", "off"), ("gdbext-symbols", "@elf"),
+                  ("iret-check",), ("iret-check", ("--opsize", "32")), ("iret-check", "$rip"),
+                  ("sysret-watch", "on", "--no-iret"), ("sysret-watch", "off"),
                   ("fault-watch", "status"), ("fault-watch", "on"), ("fault-watch", "on", "--user"),
                   ("fault-watch", "on", ("--vectors", "13,14"), "--record"), ("fault-watch", "off"),
                   ("info fault",), ("info fault", "--all")):
@@ -779,7 +809,9 @@ def fixed_cases(files: dict[str, str]) -> list[Case]:
                        ("$msr", ('"STAR"',)), ("$msr", ("0xc0000080",)), ("$msr", ("-1",)), ("$msr", ("1.5",)),
                        ("$msr", ("kmain",)), ("$msr", ("0x100000000",)), ("$sysret_ok", ()),
                        ("$sysret_ok", ("64",)), ("$sysret_ok", ("32",)), ("$msr", ("(char*)0x1000",)),
-                       ("$msr", ("$nonexistent",)), ("$msr", ('"NOPE"',))):
+                       ("$msr", ("$nonexistent",)), ("$msr", ('"NOPE"',)), ("$iret_ok", ()),
+                       ("$iret_ok", ("64",)), ("$iret_ok", ("8",)), ("$iret_ok", ("16", "32")),
+                       ("$iret_ok", ('"x"',))):
         cases.append(function_case(name, tuple(arg[a] for a in args), "print", origin="issue"))
     return cases
 

@@ -319,8 +319,8 @@ def check_function(case: fz.Case, exp: fz.Expectation, answer: Answer, live: fz.
     if wanted is not None and value & fz.MASK64 not in {v & fz.MASK64 for v in wanted}:
         return [Finding(f"{case.command}: wrong value", case.text,
                         f"printed {value:#x}, expected {' or '.join(hex(v) for v in sorted(wanted))}")]
-    if case.command == "$sysret_ok" and value not in (0, 1):
-        return [Finding("$sysret_ok: not 0 or 1", case.text, out)]
+    if case.command in ("$sysret_ok", "$iret_ok") and value not in (0, 1):
+        return [Finding(f"{case.command}: not 0 or 1", case.text, out)]
     return []
 
 

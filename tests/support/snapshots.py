@@ -278,6 +278,42 @@ def map_user_page(machine: Machine, va: int, pa: int, **kw) -> None:
     pt.pointer_flags = saved
 
 
+# --- the same CPU at an `iretq` instead ------------------------------------------------
+# An interrupt from ring 3 pushed its frame at the top of the task stack (RSP0 aligned to
+# 16, SDM Vol. 3A 6.14.2), the handler ran and did its swapgs back; RSP points at the
+# frame's RIP slot.  Every IRET rule passes.
+IRET_SITE = KERNEL_TEXT + 0x2A0
+IRET_RSP = RSP0 - 40
+USER_RFLAGS = 0x202
+KERNEL_RIP = KERNEL_TEXT + 0x123        # an interrupted kernel instruction
+
+
+def write_frame(machine: Machine, rip: int, cs: int, rflags: int, rsp: int, ss: int,
+                at: int = IRET_RSP, slot: int = 8) -> None:
+    """The five IRET slots at `at` on the task stack (SDM Vol. 3A 6.14.1, figure 6-9)."""
+    data = b"".join((v & ((1 << (8 * slot)) - 1)).to_bytes(slot, "little")
+                    for v in (rip, cs, rflags, rsp, ss))
+    machine.mem.write(PA_KSTACK + (at - KSTACK_BOTTOM), data)
+
+
+def iret_baseline(*, la57: bool = False) -> Machine:
+    """A correct kernel at an iretq back to 64-bit user code: every IRET rule passes."""
+    m = baseline(la57=la57)
+    m.regs.update(rip=IRET_SITE, rsp=IRET_RSP, eflags=0x46)
+    write_frame(m, USER_RIP, 0x33, USER_RFLAGS, USER_RSP, 0x2B)
+    return m
+
+
+def kernel_return(machine: Machine, **slots: int) -> Machine:
+    """Make the frame an interrupt that came from ring 0 (IF clear in the kernel is fine)."""
+    frame = {"rip": KERNEL_RIP, "cs": 0x10, "rflags": 0x46, "rsp": KERNEL_RSP - 0x100, "ss": 0x18}
+    frame.update(slots)
+    write_frame(machine, **frame)
+    # The interrupt came from the kernel: no swapgs was done on entry, none on exit.
+    machine.regs.update(gs_base=PERCPU, k_gs_base=0)
+    return machine
+
+
 # --- real states, captured from the bundled kernel under QEMU 7.2 (TCG, -cpu max) ----------
 # gdb stopped at the named sysret label of each scenario; gdbext.target.snapshot() read
 # the CPU and the rules ran on it, so each snapshot holds exactly the registers, MSRs and

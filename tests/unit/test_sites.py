@@ -375,3 +375,41 @@ def test_table_loads_in_elf_match_objdump(built):
     # start inside one (none here, the code has no prefix bytes before them).
     assert set(found) == set(expected["lgdt"] + expected["ltr"])
     assert table_loads_from_elf(built["exe"], offset=0x1000) == [a + 0x1000 for a in found]
+
+
+# --- IRET ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, opsize", [
+    (b"\x48\xcf", 64),                # iretq
+    (b"\xcf", 32),                    # iretd (no REX.W)
+    (b"\x66\xcf", 16),                # 16-bit iret
+    (b"\x66\x48\xcf", 64),            # REX.W right before the opcode wins over 66
+    (b"\x48\x66\xcf", 16),            # REX not right before the opcode: ignored
+    (b"\x41\xcf", 32),                # REX.B: no W
+])
+def test_iret_at(code, opsize):
+    from gdbext.x86.insn import iret_at
+
+    assert iret_at(code) == opsize
+
+
+@pytest.mark.parametrize("code", [b"", b"\x48", b"\x90\xcf", b"\xcd\x80", b"\x0f\x07"])
+def test_not_iret_at(code):
+    from gdbext.x86.insn import iret_at
+
+    assert iret_at(code) is None
+
+
+def test_iret_candidates_inside_instructions_are_not_proven():
+    from gdbext.x86.insn import scan_iret
+    from gdbext.x86.length import proven
+
+    # mov $0xcf,%eax; add $0x48,%rsp; iretq: a CF inside an immediate, and a 48
+    # immediate that could be a REX prefix of the iretq.
+    code = bytes.fromhex("b8cf000000" "4883c448" "48cf")
+    sites = scan_iret(code, BASE)
+    addresses = [s.address - BASE for s in sites]
+    assert addresses == [1, 8, 9, 10]
+    kept = proven(code, BASE, [s.address for s in sites], [BASE])
+    assert kept == {BASE + 9}
+    assert next(s for s in sites if s.address == BASE + 9).opsize == 64

@@ -139,7 +139,7 @@ def test_report_json_shape_and_ok():
     assert finding["severity"] == WARNING and finding["consequence"]
     assert [c["rule"] for c in doc["checked"]] == RULE_IDS
     assert all(set(c) == {"rule", "status", "message"} for c in doc["checked"])
-    m.regs["r11"] = 0x2            # IF clear: an error
+    m.regs["r11"] = 0x3202         # IOPL 3: an error
     assert not evaluate(m.snapshot()).ok()
 
 
@@ -491,8 +491,10 @@ def test_if_clear():
     m = baseline()
     m.regs["r11"] = 0x2
     report = evaluate(m.snapshot())
-    assert_only(report, {"SR-RFLAGS": ERROR})
-    assert "IF clear" in message(report, "SR-RFLAGS")
+    # Legal, only almost surely a bug (a kernel with no timer yet does it): a warning.
+    assert_only(report, {"SR-RFLAGS": WARNING})
+    assert "IF clear" in message(report, "SR-RFLAGS", WARNING)
+    assert report.ok() and not report.ok(warnings=True)
 
 
 def test_tf_set():
@@ -507,7 +509,7 @@ def test_iopl_3_and_if_clear_are_two_findings():
     m = baseline()
     m.regs["r11"] = 0x3002
     report = evaluate(m.snapshot())
-    assert [r.status for r in report.by_rule("SR-RFLAGS")] == [ERROR, ERROR]
+    assert [r.status for r in report.by_rule("SR-RFLAGS")] == [ERROR, WARNING]
 
 
 def test_rf_vm_and_bit_1_are_notes():
