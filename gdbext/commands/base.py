@@ -140,6 +140,11 @@ def int_argument(where: str, value: gdb.Value, lo: int = 0, hi: int = MASK64) ->
 PREFIX = "gdbext"
 
 
+def write_fitted(text: str) -> None:
+    """Write lines of text (a stop's report) wrapped to gdb's width."""
+    gdb.write("\n".join(fit_lines(text.splitlines(), output_width())) + "\n")
+
+
 def output_width() -> Optional[int]:
     """gdb's `width` (the terminal's, at a terminal); None when unlimited."""
     try:

@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 import gdb
 
 from gdbext import target
-from gdbext.commands.base import GdbextCommand, output_width, symbolize
+from gdbext.commands.base import GdbextCommand, symbolize, write_fitted
 from gdbext.model.linear import read_linear
 from gdbext.model.snapshot import Snapshot, SnapshotError
 from gdbext.views.common import ReportError, hx, long_mode, report_dict
 from gdbext.views.fault import FaultReport, fault_line, fault_report, fault_text
-from gdbext.views.text import fit_lines
 from gdbext.x86 import DecodeError
 from gdbext.x86.faults import (
     candidate_vectors,
@@ -327,8 +326,7 @@ class FaultBreakpoint(gdb.Breakpoint):
         if not stop:
             return False
         watch.stops += 1
-        text = "fault-watch: stopped at an exception\n" + fault_text(report)
-        gdb.write("\n".join(fit_lines(text.splitlines(), output_width())) + "\n")
+        write_fitted("fault-watch: stopped at an exception\n" + fault_text(report))
         return True
 
 

@@ -26,6 +26,7 @@ from gdbext.commands.base import (
     count_arg,
     int_argument,
     symbolize,
+    write_fitted,
 )
 from gdbext.model.snapshot import Snapshot, SnapshotError
 from gdbext.rules import iret as rules
@@ -74,6 +75,7 @@ JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
 "address", "at_iret", "cpu"}."""
 
     NAME = "iret-check"
+    WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_STATUS
 
     def arguments(self, parser):
@@ -212,9 +214,8 @@ class IretBreakpoint(gdb.Breakpoint):
         doc = report.to_json()
         doc.update({"address": self.site.address, "cpu": target.selected_cpu(), "kind": "iret"})
         WATCH.last = doc
-        gdb.write("sysret-watch: stopped before an iretq that would go wrong\n"
-                  + report_text(report, _describe(self.site.address, self.site.opsize), verbose=False)
-                  + "\n")
+        write_fitted("sysret-watch: stopped before an iretq that would go wrong\n"
+                     + report_text(report, _describe(self.site.address, self.site.opsize), verbose=False))
         return True
 
 

@@ -36,6 +36,7 @@ from gdbext.commands.base import (
     count_arg,
     int_argument,
     symbolize,
+    write_fitted,
 )
 from gdbext.model.snapshot import (
     MSR_CSTAR,
@@ -102,6 +103,7 @@ JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
 "checked": [{"rule", "status", "message"}], "opsize", "address", "at_sysret"}."""
 
     NAME = "sysret-check"
+    WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_STATUS
 
     def arguments(self, parser):
@@ -296,8 +298,8 @@ class SysretBreakpoint(gdb.Breakpoint):
         doc = report.to_json()
         doc.update({"address": self.site.address, "cpu": target.selected_cpu(), "kind": "sysret"})
         WATCH.last = doc
-        gdb.write("sysret-watch: stopped before a sysret that would go wrong\n"
-                  + report_text(report, _describe(self.site.address, self.site.opsize), verbose=False) + "\n")
+        write_fitted("sysret-watch: stopped before a sysret that would go wrong\n"
+                     + report_text(report, _describe(self.site.address, self.site.opsize), verbose=False))
         return True
 
 
@@ -358,7 +360,7 @@ class WrmsrBreakpoint(gdb.Breakpoint):
             lines.append(f"  {_MARK[r.status]} {r.rule:17} {r.message}")
             if r.consequence:
                 lines.append(f"  {'':7} {'':17} -> {r.consequence}")
-        gdb.write("\n".join(lines) + "\n")
+        write_fitted("\n".join(lines))
         return True
 
 
@@ -491,6 +493,7 @@ JSON (status): {"armed", "sites": [addresses], "iret_sites", "checks" (sysret),
 "iret_checks", "wrmsr_checks", "findings", "dropped_candidates", ...}."""
 
     NAME = "sysret-watch"
+    WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_BREAKPOINTS
 
     def arguments(self, parser):

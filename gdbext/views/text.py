@@ -16,6 +16,7 @@ JSON never comes through here.
 """
 from __future__ import annotations
 
+import re
 import textwrap
 from typing import Iterable, List, Optional, Sequence
 
@@ -39,10 +40,18 @@ def fit_lines(lines: Iterable[str], width: Optional[int], indent: int = 2) -> Li
         if not width or len(line) <= width or "\n" in line:
             out.append(line)
             continue
-        lead = len(line) - len(line.lstrip(" "))
-        out += textwrap.wrap(line, width=width, initial_indent="", subsequent_indent=" " * (lead + indent),
+        out += textwrap.wrap(line, width=width, initial_indent="", subsequent_indent=" " * _hang(line, width, indent),
                              break_long_words=False, break_on_hyphens=False) or [line]
     return out
+
+
+def _hang(line: str, width: int, indent: int) -> int:
+    """Where a wrapped line continues: under its last column of text that
+    follows a two-space gap in its first half (`  pass    SR-CPL    CPL=3:`
+    continues under `CPL=3:`), else `indent` past its own indentation."""
+    lead = len(line) - len(line.lstrip(" "))
+    gaps = [m.end() for m in re.finditer(r"(?<=\S)  +(?=\S)", line[: width // 2])]
+    return gaps[-1] if gaps else lead + indent
 
 
 def fit_table(headers: Sequence[str], rows: Sequence[Sequence[object]], width: Optional[int], *,

@@ -9,7 +9,8 @@ import pytest
 pytestmark = pytest.mark.qemu
 
 COMMANDS = ("info gdt", "info tss", "info idt", "info msr", "info cpl", "pagewalk $pc",
-            "pagewalk $rsp --access write --user", "pagewalk 0xffff800000000000", "ptdump")
+            "pagewalk $rsp --access write --user", "pagewalk 0xffff800000000000", "ptdump", "sysret-check",
+            "iret-check")
 HEX = re.compile(r"(?:0x)?([0-9a-f]{4,})")
 
 
