@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gdbext.rules.sysret import RULES
+from gdbext.rules.iret import RULES as IRET_RULES
+from gdbext.rules.sysret import RULES as SYSRET_RULES
 from gdbext.tools import launch
 from gdbext.x86.bits import RFLAGS_IF, rflags_names
 from gdbext.x86.idt import EXCEPTION_NAMES
@@ -937,7 +938,8 @@ def junit_xml(report: Triage) -> str:
     by_rule: dict[str, list[dict[str, Any]]] = {}
     for f in report.findings:
         by_rule.setdefault(f["rule"], []).append(f)
-    for rule in [r.id for r in RULES] + sorted(set(by_rule) - {r.id for r in RULES}):
+    known = [r.id for r in SYSRET_RULES + IRET_RULES]     # one testcase per rule of the watch
+    for rule in known + sorted(set(by_rule) - set(known)):
         found = by_rule.get(rule)
         case(rule, found[0].get("message", rule) if found else None,
              "\n".join(f"{f.get('message', '')} -> {f.get('consequence', '')}" for f in found or []))
