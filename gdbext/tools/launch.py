@@ -167,13 +167,14 @@ class QemuExited(RuntimeError):
 
 
 class QemuTripleFault(QemuExited):
-    """The guest triple-faulted under int_log: QEMU (-no-shutdown) paused the
-    VM with the vCPU state intact and still runs, for gdb to look at."""
+    """The guest triple-faulted under int_log: QEMU exited (or, with
+    keep_after_shutdown, paused the VM with its state for gdb)."""
 
-    def __init__(self, log_path: Path, serial_tail: str):
+    def __init__(self, log_path: Path, serial_tail: str, paused: bool = False):
         self.log_path = log_path
         QemuExited.__init__(self, EXIT_TRIPLE_FAULT, serial_tail)
-        message = f"triple fault; the VM is paused with its state (QEMU's log: {log_path})"
+        message = ("triple fault; the VM is paused with its state" if paused else "triple fault") + \
+            f" (QEMU's log: {log_path})"
         message += f"; last serial lines:\n{serial_tail}" if serial_tail.strip() else "; the serial log is empty"
         self.args = (message,)
 
@@ -188,7 +189,7 @@ def describe_status(status: int | None) -> str:
         EXIT_FAULT: "guest reported a fault",
         EXIT_RAN_ON: "guest ran on despite a mistake",
         EXIT_RESET: "guest reset (e.g. a triple fault), or QEMU told to quit (gdb's `kill`)",
-        EXIT_TRIPLE_FAULT: "triple fault; the VM is paused with its state",
+        EXIT_TRIPLE_FAULT: "triple fault (QEMU's interrupt log says so)",
         1: "QEMU failed to start or run",
         None: "still running",
     }.get(status, "killed by a signal" if status is not None and status < 0 else "unexpected status")
@@ -389,9 +390,14 @@ class QemuOptions:
                  or "uefi" (OVMF).
     extra_args:  appended to QEMU's command line.
     int_log:     log every exception and interrupt QEMU delivers, and resets
-                 (`-d int,cpu_reset -D Qemu.int_log_path -no-shutdown`; TCG
-                 only): a triple fault then pauses the VM with its state
-                 instead of ending QEMU, and Qemu.triple_faulted() says so.
+                 (`-d int,cpu_reset -D Qemu.int_log_path`; TCG only), so
+                 Qemu.triple_faulted() can say the guest triple-faulted.
+    keep_after_shutdown: -no-shutdown: a triple fault (or any shutdown)
+                 pauses the VM with its state for a debugger, instead of
+                 ending QEMU.  Since QEMU 9 the guest's isa-debug-exit and
+                 gdb's `kill` are shutdowns too and pause it: whoever drives
+                 the stub ends QEMU (`monitor quit` exits with the guest's
+                 status).  Only with a gdb stub.
                  It slows a guest that takes many interrupts (see
                  scripts/bench-int-log); off by default.
     first_line:  a regular expression for the first serial line the guest's
@@ -417,6 +423,7 @@ class QemuOptions:
     extra_args: list[str] = field(default_factory=list)
     first_line: str | None = None
     int_log: bool = False
+    keep_after_shutdown: bool = False
 
     @property
     def kernel_first_line(self) -> str | None:
@@ -452,6 +459,8 @@ class QemuOptions:
             raise LaunchError("memory_mib and smp must be positive")
         if self.gdb_port is not None and not 0 <= self.gdb_port <= 65535:
             raise LaunchError(f"gdb_port {self.gdb_port} is not a TCP port")
+        if self.keep_after_shutdown and not self.wants_gdb:
+            raise LaunchError("keep_after_shutdown needs a gdb stub: a paused VM with nothing attached waits forever")
         if self.int_log and any("kvm" in arg or arg in ("-d", "-D") for arg in self.extra_args):
             raise LaunchError("int_log needs QEMU's TCG and its own -d/-D: drop the -accel, -enable-kvm, "
                               "-d and -D arguments")
@@ -513,7 +522,9 @@ def qemu_argv(
         argv += ["-gdb", f"tcp:127.0.0.1:{gdb_port}"]
     if opts.int_log:
         assert int_log_path is not None
-        argv += ["-d", "int,cpu_reset", "-D", str(int_log_path), "-no-shutdown"]
+        argv += ["-d", "int,cpu_reset", "-D", str(int_log_path)]
+    if opts.keep_after_shutdown:
+        argv.append("-no-shutdown")
     if opts.wait:
         argv.append("-S")
     return argv + list(opts.extra_args)
@@ -744,12 +755,12 @@ class Qemu:
         return re.search(pattern, self.serial_text(), re.MULTILINE) is not None
 
     def describe_exit(self, status: int | None) -> str:
-        """describe_status, knowing how this QEMU was started: with int_log
-        (-no-shutdown) a reset or a triple fault pauses the VM, so status 0
-        can only be QEMU told to quit."""
-        if status == EXIT_RESET and self.opts.int_log:
-            return ("QEMU was told to quit (gdb's `kill`, or its monitor's `quit`); "
-                    "a reset or a triple fault would have paused it (-no-shutdown)")
+        """describe_status, with what this QEMU said: gdb's `kill` makes it
+        print "Terminated via GDBstub" and exit 0, as a reset does."""
+        if status == EXIT_RESET and "Terminated via GDBstub" in self.stderr_text():
+            return "ended by gdb's `kill` (QEMU: Terminated via GDBstub), not a reset"
+        if status == EXIT_TRIPLE_FAULT and self.opts.keep_after_shutdown:
+            return describe_status(status) + "; the VM is paused with its state"
         return describe_status(status)
 
     def triple_faulted(self) -> bool:
@@ -761,7 +772,8 @@ class Qemu:
         if not self.triple_faulted():
             return None
         assert self.int_log_path is not None
-        return QemuTripleFault(self.int_log_path, self.serial_tail())
+        return QemuTripleFault(self.int_log_path, self.serial_tail(),
+                               paused=self.opts.keep_after_shutdown and self.running)
 
     def exited_error(self) -> QemuExited | None:
         """What ended QEMU, as an exception to raise or print; None while it
@@ -769,6 +781,8 @@ class Qemu:
         status = self.returncode
         if status is None or self._stopped:
             return None
+        if status == EXIT_RESET and self.triple_faulted():
+            return self.triple_fault_error()
         return QemuExited(status, self.serial_tail(), self.stderr_text(), before_kernel=self.kernel_started() is False)
 
     def exit_summary(self) -> str | None:
@@ -816,7 +830,8 @@ class Qemu:
         while True:
             status = self.process.poll()
             if status is not None:
-                return status
+                # Without -no-shutdown QEMU exits 0 after the triple fault.
+                return EXIT_TRIPLE_FAULT if status == EXIT_RESET and self.triple_faulted() else status
             if self.triple_faulted():
                 return EXIT_TRIPLE_FAULT
             if time.monotonic() >= deadline:

@@ -395,7 +395,7 @@ def _options(args: argparse.Namespace, qemu_args: list[str]) -> launch.QemuOptio
         scenario=args.scenario or "ok", gdb_port=0, wait=True, serial_path=args.serial,
         efi_image=args.efi, kernel=args.kernel, initrd=args.initrd, append=_append(args),
         drive=args.drive, cdrom=args.cdrom, firmware=args.firmware, extra_args=list(qemu_args),
-        int_log=int_log_wanted(args, qemu_args))
+        int_log=int_log_wanted(args, qemu_args), keep_after_shutdown=int_log_wanted(args, qemu_args))
     try:
         opts.validate()
     except launch.LaunchError as exc:
@@ -756,6 +756,22 @@ def gather_faults(driver, args: argparse.Namespace, report: Triage, alive: bool)
         report.exception = exception_from_chain(chain) or report.exception
 
 
+def _guest_shutdown_status(driver, qemu: launch.Qemu, stop) -> int | None:
+    """A pause with no triple fault under -no-shutdown is the guest's own
+    shutdown: since QEMU 9 its isa-debug-exit write is one.  `monitor quit`
+    then ends QEMU with the status the guest asked for."""
+    if not qemu.opts.keep_after_shutdown or stop.payload.get("signal-name") != "SIGQUIT" or qemu.triple_faulted():
+        return None
+    try:
+        driver.command("monitor quit", timeout=COMMAND_TIMEOUT)
+    except Exception:  # noqa: BLE001 - the stub goes away as QEMU quits
+        pass
+    try:
+        return qemu.wait(EXIT_WAIT_SECONDS)
+    except TimeoutError:
+        return None
+
+
 def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: int | None,
               report: Triage, args: argparse.Namespace) -> None:
     """Why the guest stopped, and what that says."""
@@ -779,6 +795,12 @@ def _classify(driver, qemu: launch.Qemu, stop, fault_bp: int | None, until_bp: i
         report.guest_status = launch.describe_status(report.exit_code)
         if qemu.kernel_started() is False:
             report.guest_status += " before the kernel's first line"
+        return
+    status = _guest_shutdown_status(driver, qemu, stop)
+    if status is not None:
+        report.stopped_because = "guest-exit"
+        report.exit_code = status
+        report.guest_status = launch.describe_status(status)
         return
     if qemu.triple_faulted():
         # -no-shutdown: QEMU paused the VM with the state of the failed

@@ -35,7 +35,7 @@ def logged(path: Path) -> list[tuple[int, int, int, int, int, int | None]]:
 
 @contextmanager
 def attached(elf: Path | None = None, **options) -> Iterator[tuple[launch.Qemu, GdbDriver]]:
-    qemu = launch.Qemu(launch.QemuOptions(int_log=True, wait=True, gdb_port=0, **options))
+    qemu = launch.Qemu(launch.QemuOptions(int_log=True, keep_after_shutdown=True, wait=True, gdb_port=0, **options))
     gdb = None
     try:
         qemu.start()
@@ -99,7 +99,7 @@ def test_empty_idt_triple_fault_chain_equals_qemus_log(tmp_path):
 
 def test_environment_names_the_log_until_set_off(tmp_path, monkeypatch):
     kernel = asmkernel.build("empty_idt", tmp_path)
-    qemu = launch.Qemu(launch.QemuOptions(kernel=kernel, int_log=True, wait=True, gdb_port=0, ram_file=False,
+    qemu = launch.Qemu(launch.QemuOptions(kernel=kernel, int_log=True, keep_after_shutdown=True, wait=True, gdb_port=0, ram_file=False,
                                           first_line=""))
     gdb = None
     try:
