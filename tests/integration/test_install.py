@@ -140,13 +140,11 @@ def test_a_missing_dependency_is_one_line_naming_the_command(tmp_path):
 
 
 def _copy_checkout(dest: Path) -> Path:
-    """The files git tracks plus the built kernel (mtimes kept, so make is a no-op)."""
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+    """The source tree (no git needed) with the built kernel, mtimes kept so
+    make is a no-op; nothing made by a run (venvs, builds, caches)."""
+    skip = shutil.ignore_patterns(".git", ".venv", "build", "__pycache__", "*.egg-info", ".pytest_cache",
+                                  ".hypothesis", ".ruff_cache")
+    shutil.copytree(ROOT, dest, ignore=skip, symlinks=True)
     shutil.copytree(launch.BUILD_DIR, dest / "kernel" / "build", symlinks=True,
                     ignore=shutil.ignore_patterns(".build.lock"))
     return dest
