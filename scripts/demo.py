@@ -7,6 +7,10 @@
    every sysret to the clean end.
 2. `gdt-order`: the same watch stops the broken kernel at the wrmsr that
    makes its sysret fail, and says why.
+3. `iret-cs-rpl0`: the watch stops an iretq to ring 3 whose frame faults.
+4. `tss-rsp0-unmapped` with no symbols in gdb and no watch: fault-watch
+   sees nothing (no handler can be reached), QEMU's interrupt log sees the
+   triple fault, and fault-chain explains every failed delivery.
 
 Usage: scripts/demo [--scenario NAME]   (NAME: a broken scenario for part 2)
 """
@@ -27,19 +31,23 @@ from gdbext.tools.launch import (  # noqa: E402
 )
 
 
-def show(g: GdbDriver, command: str) -> None:
-    print(f"(gdb) {command}")
+def show(g: GdbDriver, command: str, hide: str = "", shown: str = "") -> None:
+    """Run and print a command; `hide` (a temporary path) is printed as `shown`."""
+    print(f"(gdb) {command.replace(hide, shown) if hide else command}")
     try:
-        print(g.command(command).rstrip())
+        out = g.command(command).rstrip()
     except GdbError as exc:
-        print(exc)
+        out = str(exc)
+    print(out.replace(hide, shown) if hide else out)
 
 
-def session(scenario: str, elf: Path):
-    qemu = Qemu(QemuOptions(scenario=scenario, gdb_port=0, wait=True)).start()
+def session(scenario: str, elf: Path | None, int_log: bool = False):
+    qemu = Qemu(QemuOptions(scenario=scenario, gdb_port=0, wait=True, int_log=int_log,
+                            keep_after_shutdown=int_log)).start()
     gdb = GdbDriver(elf, target_exit=qemu.exit_summary)
     gdb.connect(qemu.gdb_port)
     gdb.load_gdbext()
+    gdb.command("set width 100")
     return qemu, gdb
 
 
@@ -94,6 +102,35 @@ def part_two(elf: Path, scenario: str) -> None:
         qemu.stop()
 
 
+def part_three(elf: Path) -> None:
+    print("\n=== Scenario iret-cs-rpl0: the watch checks iretq to ring 3 too")
+    qemu, g = session("iret-cs-rpl0", elf)
+    try:
+        g.command("sysret-watch on")
+        stop = stop_at(g, qemu, 60)
+        if stop is not None:
+            print(stop.console.rstrip())
+    finally:
+        g.close()
+        qemu.stop()
+
+
+def part_four() -> None:
+    print("\n=== Scenario tss-rsp0-unmapped, no symbols: a triple fault, from QEMU's interrupt log")
+    qemu, g = session("tss-rsp0-unmapped", None, int_log=True)
+    try:
+        log = str(qemu.int_log_path)
+        show(g, f"gdbext-qemu-log {log}", log, "qemu-int.log")
+        show(g, "fault-watch on --user")
+        stop = g.resume_until_stop(60)
+        print(stop.console.rstrip() if stop is not None else "(no stop)")
+        show(g, "fault-chain", log, "qemu-int.log")
+        show(g, "info tss")
+    finally:
+        g.close()
+        qemu.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default="gdt-order", choices=[s for s in SCENARIOS if s not in ("ok", "spin")])
@@ -102,6 +139,8 @@ def main() -> int:
         paths = build_kernel()
         part_one(paths.elf)
         part_two(paths.elf, args.scenario)
+        part_three(paths.elf)
+        part_four()
     except QemuExited as exc:
         print(f"demo: the guest died: {exc}", file=sys.stderr)
         return 1

@@ -374,7 +374,7 @@ class _Found:
     iret: List[Site] = field(default_factory=list)
 
 
-def _find_sites(snap: Snapshot) -> _Found:
+def _find_sites(snap: Snapshot, with_iret: bool = True) -> _Found:
     """Every SYSRET, WRMSR, LGDT and LTR the kernel's code holds: candidates by
     their bytes, kept only where decoding from a known instruction start
     lands on them (gdbext.target.code)."""
@@ -389,7 +389,8 @@ def _find_sites(snap: Snapshot) -> _Found:
         symbols.update({s.address: s.symbol for s in sysret})
     for region in code.regions:
         found.sysret += [replace(s, symbol=symbols.get(s.address)) for s in scan(region.code, region.base)]
-        found.iret += scan_iret(region.code, region.base)
+        if with_iret:
+            found.iret += scan_iret(region.code, region.base)
         found.wrmsr += scan_wrmsr(region.code, region.base)
         found.table_loads += scan_table_loads(region.code, region.base)
     kept, found.dropped = code.prove([s.address for s in found.sysret + found.iret] + found.wrmsr
@@ -407,7 +408,7 @@ def arm(warnings: bool, with_wrmsr: bool = True, with_iret: bool = True) -> str:
 
     disarm()
     snap = target.snapshot()
-    found = _find_sites(snap)
+    found = _find_sites(snap, with_iret)
     if not found.sysret:
         raise gdb.GdbError(f"sysret-watch: no SYSRET instruction found ({found.source})")
     cpus = [t for t in gdb.selected_inferior().threads()]

@@ -209,23 +209,27 @@ def proven(code: bytes, base: int, candidates: Sequence[int], starts: Sequence[i
            reach: int = 1 << 16) -> set[int]:
     """The candidates (addresses) that decoding forward from a known start
     (`starts`: addresses proven to begin an instruction, e.g. function
-    symbols, entry points) lands exactly on, no more than `reach` bytes on."""
+    symbols, entry points) lands exactly on, no more than `reach` bytes on.
+
+    One walk per known start that has candidates after it (before the next
+    start), to the last of them: each byte is decoded at most once."""
     import bisect
 
-    starts = sorted(s - base for s in starts if 0 <= s - base < len(code))
-    kept: set[int] = set()
-    for address in sorted(set(candidates)):
+    starts = sorted({s - base for s in starts if 0 <= s - base < len(code)})
+    by_start: dict[int, list[int]] = {}
+    for address in set(candidates):
         offset = address - base
         if not 0 <= offset < len(code):
             continue
         j = bisect.bisect_right(starts, offset) - 1
-        if j < 0 or offset - starts[j] > reach:
-            continue
-        last = None
-        for last in walk(code, starts[j], offset):
-            pass
-        if last == offset:
-            kept.add(address)
+        if j >= 0 and offset - starts[j] <= reach:
+            by_start.setdefault(starts[j], []).append(offset)
+    kept: set[int] = set()
+    for start, offsets in by_start.items():
+        wanted = set(offsets)
+        for at in walk(code, start, max(offsets) + 1):
+            if at in wanted:
+                kept.add(base + at)
     return kept
 
 
