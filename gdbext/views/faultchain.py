@@ -15,7 +15,7 @@ from gdbext.x86.idt import ERROR_CODE_VECTORS
 # What a second `continue` does after a triple fault (measured, QEMU 7.2 and
 # gdb 13): the VM stays paused in the shutdown state and gdb waits.
 AFTER_TRIPLE_FAULT = ("QEMU keeps the VM paused after the triple fault (`monitor info status`: paused "
-                      "(shutdown)); continuing runs nothing: `kill` or quitting gdb ends it")
+                      "(shutdown)); continuing runs nothing: `monitor quit` ends it (since QEMU 9 `kill` only pauses it again)")
 WIDTH = 80
 
 
