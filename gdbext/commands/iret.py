@@ -14,7 +14,6 @@ with every input, as sysret checks do.
 """
 from __future__ import annotations
 
-import time
 
 import gdb
 
@@ -26,7 +25,6 @@ from gdbext.commands.base import (
     count_arg,
     int_argument,
     symbolize,
-    write_fitted,
 )
 from gdbext.model.snapshot import Snapshot, SnapshotError
 from gdbext.rules import iret as rules
@@ -34,7 +32,7 @@ from gdbext.rules.memo import Inputs
 from gdbext.views.iret import report_text
 from gdbext.x86 import DecodeError
 from gdbext.x86.bits import RFLAGS_NT, is_canonical, va_bits
-from gdbext.x86.insn import Site, iret_at
+from gdbext.x86.insn import iret_at
 
 WATCH = watch_module.WATCH
 
@@ -185,38 +183,17 @@ def check_here(opsize: int) -> rules.IretReport | None:
     return None if report.ok(warnings=WATCH.warnings) else report
 
 
-class IretBreakpoint(gdb.Breakpoint):
-    def __init__(self, site: Site):
-        super().__init__(f"*{site.address:#x}", gdb.BP_BREAKPOINT, internal=True)
-        self.site = site
-        self.silent = True
+class IretBreakpoint(watch_module.ReturnSiteBreakpoint):
+    KIND = "iret"
+    COUNTER = "iret_checks"
+    STOPPED = "an iretq"
+    LABEL = "iret check"
 
-    def stop(self) -> bool:
-        t0 = time.perf_counter()
-        hits = WATCH.verdicts.hits
-        try:
-            with target.in_stop_callback(), target.PHYS.session():
-                report = check_here(self.site.opsize)
-        except KeyboardInterrupt:
-            return True
-        except Exception as exc:  # noqa: BLE001 - a watch must never kill the session
-            gdb.write(f"sysret-watch: iret check at {self.site.address:#x} failed: {exc}\n", gdb.STDERR)
-            return True
-        finally:
-            spent = time.perf_counter() - t0
-            WATCH.check_seconds += spent
-            if WATCH.verdicts.hits != hits:
-                WATCH.reused_seconds += spent
-        WATCH.iret_checks += 1
-        if report is None:
-            return False
-        WATCH.findings += 1
-        doc = report.to_json()
-        doc.update({"address": self.site.address, "cpu": target.selected_cpu(), "kind": "iret"})
-        WATCH.last = doc
-        write_fitted("sysret-watch: stopped before an iretq that would go wrong\n"
-                     + report_text(report, _describe(self.site.address, self.site.opsize), verbose=False))
-        return True
+    def check(self):
+        return check_here(self.site.opsize)
+
+    def text(self, report) -> str:
+        return report_text(report, _describe(self.site.address, self.site.opsize), verbose=False)
 
 
 def register() -> None:

@@ -269,38 +269,56 @@ def check_here(opsize: int) -> Optional[rules.Report]:
     return None if report.ok(warnings=WATCH.warnings) else report
 
 
-class SysretBreakpoint(gdb.Breakpoint):
+class ReturnSiteBreakpoint(gdb.Breakpoint):
+    """A watched SYSRET or IRET site: its check runs in stop(), timed, and the
+    guest stops only on a failing report.  Subclasses name the instruction,
+    the counter of the watch they add to, and how to check and describe."""
+
+    KIND = "sysret"               # the finding's "kind" in JSON
+    COUNTER = "checks"            # the Watch field counting these checks
+    STOPPED = "a sysret"          # "stopped before a sysret that would go wrong"
+    LABEL = "check"               # "check at 0x... failed"
+
     def __init__(self, site: Site):
         super().__init__(f"*{site.address:#x}", gdb.BP_BREAKPOINT, internal=True)
         self.site = site
         self.silent = True
+
+    def check(self):
+        return check_here(self.site.opsize)
+
+    def text(self, report) -> str:
+        return report_text(report, _describe(self.site.address, self.site.opsize), verbose=False)
 
     def stop(self) -> bool:
         t0 = time.perf_counter()
         hits = WATCH.verdicts.hits
         try:
             with target.in_stop_callback(), target.PHYS.session():
-                report = check_here(self.site.opsize)
+                report = self.check()
         except KeyboardInterrupt:
             return True  # Ctrl-C (or SIGINT) during a check: the user wants the guest stopped
         except Exception as exc:  # noqa: BLE001 - a watch must never kill the session
-            gdb.write(f"sysret-watch: check at {self.site.address:#x} failed: {exc}\n", gdb.STDERR)
+            gdb.write(f"sysret-watch: {self.LABEL} at {self.site.address:#x} failed: {exc}\n", gdb.STDERR)
             return True
         finally:
             spent = time.perf_counter() - t0
             WATCH.check_seconds += spent
             if WATCH.verdicts.hits != hits:
                 WATCH.reused_seconds += spent
-        WATCH.checks += 1
+        setattr(WATCH, self.COUNTER, getattr(WATCH, self.COUNTER) + 1)
         if report is None:
             return False
         WATCH.findings += 1
         doc = report.to_json()
-        doc.update({"address": self.site.address, "cpu": target.selected_cpu(), "kind": "sysret"})
+        doc.update({"address": self.site.address, "cpu": target.selected_cpu(), "kind": self.KIND})
         WATCH.last = doc
-        write_fitted("sysret-watch: stopped before a sysret that would go wrong\n"
-                     + report_text(report, _describe(self.site.address, self.site.opsize), verbose=False))
+        write_fitted(f"sysret-watch: stopped before {self.STOPPED} that would go wrong\n" + self.text(report))
         return True
+
+
+class SysretBreakpoint(ReturnSiteBreakpoint):
+    pass
 
 
 class TableLoadBreakpoint(gdb.Breakpoint):
