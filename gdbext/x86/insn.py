@@ -321,26 +321,12 @@ __all__ = ["Site", "SiteError", "code_from_elf", "scan", "scan_table_loads", "sc
 # --- LIDT sites (appended: the IDT follower of fault-watch) -------------------
 
 def _modrm_operand_length(code: bytes, modrm_at: int) -> int | None:
-    """Bytes of ModRM, SIB and displacement starting at `modrm_at` (64-bit
-    or 32-bit addressing: SDM Vol. 2A 2.1.5, tables 2-2 and 2-3), or None
-    when `code` ends first."""
-    if modrm_at >= len(code):
-        return None
-    modrm = code[modrm_at]
-    mod, rm = modrm >> 6, modrm & 7
-    n = 1
-    if mod != 3 and rm == 4:                       # a SIB byte follows
-        if modrm_at + 1 >= len(code):
-            return None
-        sib_base = code[modrm_at + 1] & 7
-        n += 1
-        if mod == 0 and sib_base == 5:
-            n += 4                                 # [index*scale + disp32]
-    if mod == 1:
-        n += 1
-    elif mod == 2 or (mod == 0 and rm == 5):       # disp32, or RIP-relative disp32
-        n += 4
-    return n if modrm_at + n <= len(code) else None
+    """Bytes of ModRM, SIB and displacement starting at `modrm_at`
+    (gdbext.x86.length decodes them), or None when `code` ends first."""
+    from gdbext.x86.length import _modrm_tail
+
+    n = _modrm_tail(code, modrm_at)
+    return n if n is not None and modrm_at + n <= len(code) else None
 
 
 def scan_lidt(code: bytes, base: int) -> list[tuple[int, int]]:
