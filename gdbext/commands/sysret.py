@@ -121,7 +121,7 @@ JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
             f"no sysret at {address:#x}; checking a sysret{'q' if opsize == 64 else 'l'} executed now")
         doc = report.to_json()
         doc.update({"address": address, "at_sysret": found is not None, "cpu": snap.cpu})
-        return doc, report_text(report, where)
+        return doc, lambda: report_text(report, where)
 
 
 def _prefetch_msrs(snap: Snapshot) -> None:
@@ -459,7 +459,7 @@ def arm(warnings: bool, with_wrmsr: bool = True, with_iret: bool = True) -> str:
     WATCH.warnings = warnings
     WATCH.source = found.source
     WATCH.dropped = found.dropped
-    WATCH.memory = "shared RAM file (mmap)" if target.PHYS.shared else "gdb stub (PhyMemMode)"
+    WATCH.memory = target.PHYS.source
     WATCH.checks = WATCH.iret_checks = WATCH.wrmsr_checks = WATCH.findings = WATCH.table_loads = 0
     WATCH.check_seconds = WATCH.reused_seconds = 0.0
     WATCH.verdicts.clear()
@@ -472,8 +472,8 @@ def arm(warnings: bool, with_wrmsr: bool = True, with_iret: bool = True) -> str:
         notes.append(f"{found.dropped} byte pattern(s) not proven to start an instruction were left out "
                      "(decoding from a known instruction start does not land on them)")
     if not target.PHYS.shared:
-        notes.append("guest memory is read through the gdb stub; with guest RAM in a shared file "
-                     "(memory-backend-file,share=on) each check is several times cheaper")
+        notes.append("guest memory is read through the gdb stub; with QEMU on this machine (and ptrace "
+                     "rights on it) or guest RAM in a shared file, each check is several times cheaper")
     return "\n".join([head] + ["  " + n for n in notes])
 
 

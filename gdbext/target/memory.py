@@ -1,4 +1,5 @@
-"""Guest-physical memory: a shared RAM file by mmap, or the stub under PhyMemMode."""
+"""Guest-physical memory: a shared RAM file by mmap, the QEMU process's own
+memory (/proc/PID/mem), or the stub under PhyMemMode."""
 from __future__ import annotations
 
 import contextlib
@@ -81,11 +82,53 @@ class SharedRam:
         return None
 
 
+class ProcessRam:
+    """Guest RAM read from the QEMU process itself (`/proc/PID/mem`): the
+    stub's process when it runs on this machine and this user may read its
+    memory (ptrace rights).  Windows map guest-physical ranges of RAM to
+    QEMU's host virtual addresses (`offset` is the address of `start`)."""
+
+    def __init__(self, pid: int, windows: List[_RamWindow]):
+        self.pid = pid
+        self.windows = windows
+        self._fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+
+    @property
+    def path(self) -> str:
+        return f"/proc/{self.pid}/mem"
+
+    def read(self, pa: int, size: int) -> Optional[bytes]:
+        for w in self.windows:
+            if w.start <= pa and pa + size <= w.end:
+                try:
+                    data = os.pread(self._fd, size, w.offset + pa - w.start)
+                except OSError:
+                    return None
+                return data if len(data) == size else None
+        return None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
 _MTREE_RE = re.compile(
     r"^\s*([0-9a-f]+)-([0-9a-f]+) \(prio [-\d]+, ram\): (\S+)(?: @([0-9a-f]+))?", re.M)
+_GPA2HVA_RE = re.compile(r"Host virtual address for (0x[0-9a-f]+) \((\S+)\) is (0x[0-9a-f]+)")
 
 
-def _find_shared_ram() -> Optional[SharedRam]:
+def _system_ram() -> List[Tuple[int, int, str, int]]:
+    """The RAM ranges of the system address space as (start, end exclusive,
+    region, offset into the region), from `info mtree -f`: only the FlatView
+    block that lists AS "memory" (QEMU prints the blocks in hash order, not
+    always first), only `ram` regions (never ROM or MMIO)."""
+    flat = hmp("info mtree -f")
+    system = next((b for b in re.split(r"^FlatView #\d+", flat, flags=re.M) if ' AS "memory"' in b), "")
+    return [(int(a, 16), int(b, 16) + 1, region, int(off or "0", 16))
+            for a, b, region, off in _MTREE_RE.findall(system)]
+
+
+def _find_shared_ram(ram: List[Tuple[int, int, str, int]]) -> Optional[SharedRam]:
     objects = hmp("qom-list /objects")
     for line in objects.splitlines():
         name, _, kind = line.strip().partition(" (")
@@ -95,15 +138,7 @@ def _find_shared_ram() -> Optional[SharedRam]:
         path = hmp(f"qom-get /objects/{name} mem-path").strip().strip('"')
         if share != "true" or not os.path.exists(path):
             continue
-        flat = hmp("info mtree -f")
-        # Only the system address space: the FlatView block that lists
-        # AS "memory".  QEMU prints the blocks in hash order, not always first.
-        system = next((b for b in re.split(r"^FlatView #\d+", flat, flags=re.M) if ' AS "memory"' in b), "")
-        windows = []
-        for m in _MTREE_RE.finditer(system):
-            start, end, region, offset = m.groups()
-            if region == name:
-                windows.append(_RamWindow(int(start, 16), int(end, 16) + 1, int(offset or "0", 16)))
+        windows = [_RamWindow(start, end, offset) for start, end, region, offset in ram if region == name]
         if windows:
             try:
                 return SharedRam(path, windows)
@@ -112,25 +147,49 @@ def _find_shared_ram() -> Optional[SharedRam]:
     return None
 
 
-def _differs_from_stub(shared: SharedRam) -> Optional[str]:
-    """Why the RAM file is not this guest's memory, or None when it is.
+def _find_process_ram(ram: List[Tuple[int, int, str, int]]) -> Tuple[Optional[ProcessRam], str]:
+    """The stub's own process, when it is on this machine: its guest RAM by
+    /proc/PID/mem, with each RAM range's host address from `gpa2hva`.  Else
+    None and why."""
+    from gdbext.model.localqemu import find_stub_process
 
-    The path came from this QEMU's own object tree, but a file is only
-    trusted once it holds what the stub reads at the same addresses: the
-    page of the live page-table root (CR3) and the first and last pages of
-    each RAM window."""
+    details = getattr(gdb.selected_inferior().connection, "details", None) or ""
+    pid, why = find_stub_process(details)
+    if pid is None:
+        return None, why
+    windows = []
+    for start, end, region, _offset in ram:
+        m = _GPA2HVA_RE.search(hmp(f"gpa2hva {start:#x}"))
+        if m is None or m.group(2) != region:
+            return None, f"QEMU's gpa2hva does not map {start:#x} ({region})"
+        windows.append(_RamWindow(start, end, int(m.group(3), 16)))
+    if not windows:
+        return None, "QEMU lists no RAM in the system address space"
+    try:
+        return ProcessRam(pid, windows), ""
+    except OSError as exc:
+        return None, f"cannot read /proc/{pid}/mem ({exc.strerror}; it needs ptrace rights on QEMU)"
+
+
+def _differs_from_stub(local) -> Optional[str]:
+    """Why a local source is not this guest's memory, or None when it is.
+
+    The source came from this QEMU's own answers, but it is only trusted
+    once it holds what the stub reads at the same addresses: the page of
+    the live page-table root (CR3) and the first and last pages of each RAM
+    window."""
     pages = []
     with contextlib.suppress(gdb.error, ValueError):
         pages.append(int(gdb.parse_and_eval("$cr3")) & 0x000FFFFFFFFFF000)
-    for w in shared.windows:
+    for w in local.windows:
         pages += [w.start, max(w.start, w.end - 0x1000)]
     with phys_mode():
         for pa in pages:
-            mine = shared.read(pa, 256)
+            mine = local.read(pa, 256)
             if mine is None:
-                continue
+                return f"{local.path} cannot be read at {pa:#x}"
             if _stub_read(pa, 256) != mine:
-                return f"the RAM file {shared.path} does not hold what the stub reads at {pa:#x}"
+                return f"{local.path} does not hold what the stub reads at {pa:#x}"
     return None
 
 
@@ -138,7 +197,8 @@ class PhysicalMemory:
     """Reads guest-physical memory the fastest way available."""
 
     def __init__(self) -> None:
-        self._shared: Optional[SharedRam] = None
+        self._local = None   # a SharedRam or a ProcessRam, when one is verified
+        self.rejected: List[str] = []   # why each local source was not used
         self._probed = False
         self.stub_reads = 0
         self._session: Optional[contextlib.ExitStack] = None
@@ -170,32 +230,75 @@ class PhysicalMemory:
         return _stub_read(pa, size)
 
     def _probe(self) -> None:
-        if not self._probed:
-            self._probed = True
-            self.rejected: Optional[str] = None
-            if os.environ.get("GDBEXT_NO_SHARED_RAM") != "1":
-                with contextlib.suppress(TargetError, OSError, ValueError):
-                    shared = _find_shared_ram()
-                    if shared is not None:
-                        self.rejected = _differs_from_stub(shared)
-                        self._shared = None if self.rejected else shared
+        """Choose the source once per session: a shared RAM file, else the
+        QEMU process's memory, else the stub; each local one only after it
+        matched the stub's bytes.  GDBEXT_MEMORY=stub|qemu-process|ram-file
+        forces one (benchmarks measure the stub path that way)."""
+        if self._probed:
+            return
+        self._probed = True
+        forced = os.environ.get("GDBEXT_MEMORY", "auto")
+        if os.environ.get("GDBEXT_NO_SHARED_RAM") == "1" and forced == "auto":
+            forced = "qemu-process-or-stub"
+        if forced == "stub":
+            self.rejected.append("GDBEXT_MEMORY=stub")
+            return
+        try:
+            ram = _system_ram()
+        except (TargetError, ValueError) as exc:
+            self.rejected.append(f"no RAM layout from QEMU ({exc})")
+            return
+        finders = []
+        if forced in ("auto", "ram-file"):
+            finders.append(lambda: (_find_shared_ram(ram), ""))
+        if forced in ("auto", "qemu-process", "qemu-process-or-stub"):
+            finders.append(lambda: _find_process_ram(ram))
+        for find in finders:
+            try:
+                local, why = find()
+                if local is not None:
+                    why = _differs_from_stub(local) or ""
+            except (TargetError, OSError, ValueError) as exc:
+                local, why = None, str(exc)
+            if local is not None and not why:
+                self._local = local
+                return
+            if local is not None:
+                local.close()
+            if why:
+                self.rejected.append(why)
+
+    @property
+    def kind(self) -> str:
+        """"ram-file", "qemu-process" or "stub"."""
+        self._probe()
+        if isinstance(self._local, SharedRam):
+            return "ram-file"
+        return "qemu-process" if self._local is not None else "stub"
 
     @property
     def shared(self) -> bool:
-        self._probe()
-        return self._shared is not None
+        """Whether memory is read without a packet (a RAM file or QEMU's process)."""
+        return self.kind != "stub"
 
     @property
     def source(self) -> str:
-        self._probe()
-        if self._shared:
-            return f"shared RAM file {self._shared.path}"
-        return "gdb stub (PhyMemMode)" + (f"; {self.rejected}" if self.rejected else "")
+        kind = self.kind
+        if kind == "ram-file":
+            return f"shared RAM file {self._local.path}"      # type: ignore[union-attr]
+        if kind == "qemu-process":
+            return f"QEMU process memory {self._local.path}"  # type: ignore[union-attr]
+        return "gdb stub (PhyMemMode)" + "".join(f"; {r}" for r in self.rejected)
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.close()
+            self._local = None
 
     def read(self, pa: int, size: int) -> bytes:
         self._probe()
-        if self._shared is not None:
-            data = self._shared.read(pa, size)
+        if self._local is not None:
+            data = self._local.read(pa, size)
             if data is not None:
                 return data
         return self._stub(pa, size)
@@ -206,8 +309,8 @@ class PhysicalMemory:
         out: List[Optional[bytes]] = [None] * len(requests)
         todo = []
         for i, (pa, size) in enumerate(requests):
-            if self._shared is not None:
-                out[i] = self._shared.read(pa, size)
+            if self._local is not None:
+                out[i] = self._local.read(pa, size)
             if out[i] is None:
                 todo.append(i)
         if todo:

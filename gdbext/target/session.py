@@ -106,6 +106,7 @@ def drop(*_event: object) -> None:
                 hook(session)
             except Exception:  # noqa: BLE001 - one hook's failure must not keep stale state
                 pass
+        session.phys.close()
 
 
 def lost(exc: BaseException) -> bool:

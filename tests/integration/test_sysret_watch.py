@@ -83,17 +83,23 @@ def finding_rules(scenario: str, findings: list) -> set:
     return {f["rule"] for f in findings if f["severity"] == severity}
 
 
-# Memory through the gdb stub (PhyMemMode) instead of the shared RAM file, for
-# a few scenarios that read page tables, the GDT and the TSS.
-STUB = ("gdt-order", "user-page-nx", "kernel-rsp")
+# Memory read from the QEMU process (no RAM file) and through the gdb stub
+# (PhyMemMode), instead of the shared RAM file, for a few scenarios that read
+# page tables, the GDT and the TSS.
+OTHER_MEMORY = ("gdt-order", "user-page-nx", "kernel-rsp")
+MEMORY_SOURCE = {"ram-file": "shared RAM file", "qemu-process": "QEMU process memory", "stub": "gdb stub"}
 
 
-@pytest.mark.parametrize("scenario, ram_file", [(s, True) for s in sorted(BROKEN)] + [(s, False) for s in STUB])
-def test_broken_scenario_stops_before_the_fault(gdb_session, scenario, ram_file):
+@pytest.mark.parametrize("scenario, memory", [(s, "ram-file") for s in sorted(BROKEN)] +
+                         [(s, m) for s in OTHER_MEMORY for m in ("qemu-process", "stub")])
+def test_broken_scenario_stops_before_the_fault(gdb_session, scenario, memory):
     rules, symbol, mnemonic = BROKEN[scenario]
-    gdb = gdb_session(scenario, ram_file=ram_file)
+    gdb = gdb_session(scenario, ram_file=memory == "ram-file")
+    if memory == "stub":
+        gdb.command("python import os; os.environ['GDBEXT_MEMORY'] = 'stub'")
     armed = gdb.command("sysret-watch on" + (" --warnings" if scenario in WARNINGS else ""))
-    assert ("read through the gdb stub" in armed) is not ram_file, armed
+    assert ("read through the gdb stub" in armed) is (memory == "stub"), armed
+    assert gdb.json("sysret-watch status")["memory"].startswith(MEMORY_SOURCE[memory])
     stop = gdb.resume_until_stop(BOOT_TIMEOUT)
     assert stop is not None and stop.reason != "exited", f"{scenario}: no stop, got {stop}"
 
@@ -121,9 +127,11 @@ def test_broken_scenario_stops_before_the_fault(gdb_session, scenario, ram_file)
     assert gdb.command(f"print $sysret_ok({opsize})").strip().endswith(f"= {ok}")
 
 
-@pytest.mark.parametrize("ram_file", [True, False], ids=["ram-file", "stub"])
-def test_ok_scenario_runs_to_the_end_and_a_good_sysret_passes(gdb_session, ram_file):
-    gdb = gdb_session("ok", ram_file=ram_file)
+@pytest.mark.parametrize("memory", sorted(MEMORY_SOURCE))
+def test_ok_scenario_runs_to_the_end_and_a_good_sysret_passes(gdb_session, memory):
+    gdb = gdb_session("ok", ram_file=memory == "ram-file")
+    if memory == "stub":
+        gdb.command("python import os; os.environ['GDBEXT_MEMORY'] = 'stub'")
     gdb.command("sysret-watch on")
     # A user breakpoint on the correct sysret, beside the watch's own.
     gdb.command("tbreak *syscall_return_sysret")
@@ -144,7 +152,7 @@ def test_ok_scenario_runs_to_the_end_and_a_good_sysret_passes(gdb_session, ram_f
     assert status["checks"] > 0 and status["findings"] == 0 and status["last_finding"] is None
     # Armed at the reset vector: the kernel's own LGDT and LTR ran under the watch.
     assert status["table_loads"] >= 2 and status["table_load_sites"]
-    assert status["memory"].startswith("shared RAM file" if ram_file else "gdb stub")
+    assert status["memory"].startswith(MEMORY_SOURCE[memory])
 
 
 def test_bad_arguments_give_one_clear_line(kernel_paths):
