@@ -264,12 +264,31 @@ class GdbextCommand(gdb.Command):
         except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, never a traceback
             raise gdb.GdbError(f"{self.NAME}: internal error (a gdbext bug, please report it): "
                                f"{type(exc).__name__}: {exc}") from None
-        if not args.json and self.WRAP_TEXT:
+        if args.json:
+            gdb.write(to_json(report) + "\n")
+            return
+        if callable(text):   # text made only when it is shown: --json never pays for it
+            text = _rendered(self.NAME, text)
+        if self.WRAP_TEXT:
             text = "\n".join(fit_lines(text.splitlines(), output_width()))
-        gdb.write((to_json(report) if args.json else text) + "\n")
+        gdb.write(text + "\n")
 
-    def run(self, args):  # -> (report, text): the report is a dataclass of gdbext.views, serialized by to_json
+    def run(self, args):
+        """-> (report, text): the report is a dataclass of gdbext.views,
+        serialized by to_json; text is a string or a function making it."""
         raise NotImplementedError
+
+
+def _rendered(name: str, make) -> str:
+    try:
+        return make()
+    except ReportError as exc:
+        raise gdb.GdbError(str(exc)) from None
+    except (DecodeError, SnapshotError, SymbolError, gdb.error) as exc:
+        raise gdb.GdbError(f"{name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, never a traceback
+        raise gdb.GdbError(f"{name}: internal error (a gdbext bug, please report it): "
+                           f"{type(exc).__name__}: {exc}") from None
 
 
 def _defined(name: str) -> Optional[str]:

@@ -609,7 +609,8 @@ JSON: the report {"vector", "name", "error_code", "rip", "cs", "rflags",
             return doc, "\n".join([f"{len(records)} exception(s) caught{when}:"] + [fault_line(r) for r in records])
         if watch.last is None:
             raise ReportError(_none_caught(watch))
-        return watch.last, (f"last exception{when}:\n" if ended else "") + fault_text(watch.last)
+        last = watch.last
+        return last, lambda: (f"last exception{when}:\n" if ended else "") + fault_text(last)
 
 
 def _none_caught(watch: FaultWatch) -> str:

@@ -95,7 +95,7 @@ JSON: {"log", "chain": [{"vector", "name", "error_code", "rip", "cpl", "cr2",
             snap = memory_only()
             notes = (f"the tables were not read ({str(exc).strip()}): reasons that need them are unknown",)
         report = fault_chain_report(path, chain, snap, live_vcpus=live_vcpus, extra_notes=notes)
-        return report, fault_chain_text(report)
+        return report, lambda: fault_chain_text(report)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ JSON: {"cpl", "mode", "iopl", "if", "rflags", "cs", "ss", "halted", "cpu", "rip"
 
     def run(self, args):
         r = cpl_report(target.snapshot())
-        return r, cpl_text(r)
+        return r, lambda: cpl_text(r)
 
 
 class InfoMsr(GdbextCommand):
@@ -103,7 +103,7 @@ JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...
         except gdb.GdbError:
             pass  # the report shows each unreadable MSR with the reason
         r = msr_report(snap, only, symbolize)
-        return r, msr_text(r, output_width())
+        return r, lambda: msr_text(r, output_width())
 
 
 class InfoGdt(GdbextCommand):
@@ -137,7 +137,7 @@ JSON: {"base", "limit", "entries": [{"index", "selector", "kind", "base",
             except gdb.GdbError as exc:
                 notes.append(f"STAR's roles are not shown: {str(exc).removeprefix('gdbext: ')}")
         r = gdt_report(snap, args.selector, with_star=not args.no_star, notes=notes)
-        return r, gdt_text(r, output_width())
+        return r, lambda: gdt_text(r, output_width())
 
 
 class InfoTss(GdbextCommand):
@@ -153,7 +153,7 @@ JSON: {"selector", "base", "limit", "rsp": [...], "ist": [...], "iomap_base", "s
 
     def run(self, args):
         r = tss_report(target.snapshot())
-        return r, tss_text(r, output_width())
+        return r, lambda: tss_text(r, output_width())
 
 
 class InfoIdt(GdbextCommand):
@@ -176,7 +176,7 @@ JSON: {"base", "limit", "gates": [{"vector", "name", "kind", "selector", "handle
         if args.vector is not None and not 0 <= args.vector <= 255:
             raise gdb.GdbError(f"info idt: vector {args.vector} is outside 0..255")
         r = idt_report(target.snapshot(), args.vector, symbolize)
-        return r, idt_text(r, output_width())
+        return r, lambda: idt_text(r, output_width())
 
 
 @dataclass(frozen=True)

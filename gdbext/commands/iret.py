@@ -90,7 +90,7 @@ JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
             f"no iret at {address:#x}; checking an {_insn(opsize)} executed now")
         doc = report.to_json()
         doc.update({"address": address, "at_iret": found is not None, "cpu": snap.cpu})
-        return doc, report_text(report, where)
+        return doc, lambda: report_text(report, where)
 
 
 class IretOk(gdb.Function):

@@ -112,7 +112,7 @@ JSON: {"va", "pa" (null if unmapped), "page_size", "user", "writable",
         r = walk_report(w, ctx, modes=modes, accesses=accesses,
                         rflags_ac=bool(snap.rflags & RFLAGS_AC), notes=notes,
                         cpl=snap.cpl, phys_source=target.PHYS.source)
-        return r, walk_text(r, output_width())
+        return r, lambda: walk_text(r, output_width())
 
 
 class Ptdump(GdbextCommand):
