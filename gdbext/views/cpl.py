@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tabulate import tabulate
-
 from gdbext.model.snapshot import (
     Snapshot,
 )
 from gdbext.views.common import hx
+from gdbext.views.text import simple_table
 from gdbext.x86.bits import (
     RFLAGS_IF,
     cpu_mode,
@@ -57,4 +56,4 @@ def cpl_text(r: CplReport) -> str:
         ("CS / SS", f"{hx(r.cs, 4)} / {hx(r.ss, 4)}"),
         ("RIP", hx(r.rip)), ("vCPU", f"{r.cpu}{' (halted in HLT)' if r.halted else ''}"),
     ]
-    return tabulate(rows, tablefmt="plain")
+    return simple_table(rows)

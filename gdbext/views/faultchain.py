@@ -4,12 +4,11 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from tabulate import tabulate
-
 from gdbext.model.qemu_log import Chain, Record
 from gdbext.model.snapshot import Snapshot
 from gdbext.rules.delivery import DeliveryReport, explain
 from gdbext.views.common import hx
+from gdbext.views.text import simple_table
 from gdbext.x86.idt import ERROR_CODE_VECTORS
 
 # What a second `continue` does after a triple fault (measured, QEMU 7.2 and
@@ -106,7 +105,7 @@ def fault_chain_text(r: FaultChainReport) -> str:
         # Three 64-bit addresses fill 80 columns: CS and SS are in the JSON,
         # what followed is in the explanations below.
         rows = [(e.name, hx(e.error_code), hx(e.rip), e.cpl, hx(e.rsp), hx(e.cr2)) for e in r.chain]
-        table = tabulate(rows, headers=("event", "error", "RIP", "CPL", "RSP", "CR2"), tablefmt="simple")
+        table = simple_table(rows, ("event", "error", "RIP", "CPL", "RSP", "CR2"))
         lines += ["  " + line for line in table.splitlines()]
         lines.append("")
         lines.append(_wrap(r.summary, ""))

@@ -7,11 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tabulate import tabulate
-
 from gdbext.model.snapshot import PAGE, Snapshot
 from gdbext.views.common import ABSENT, _Absent, hx
-from gdbext.views.text import fit_lines, fit_table
+from gdbext.views.text import fit_lines, fit_table, simple_table
 from gdbext.x86.bits import MASK64
 from gdbext.x86.paging import (
     ACCESSES,
@@ -266,7 +264,7 @@ def _access_lines(r: WalkReport) -> list[str]:
     acc = r.access
     kinds = [k for k in ACCESSES if any(k in acc[m] for m in acc)]
     rows = [[mode] + [_access_cell(acc[mode][k]) for k in kinds] for mode in acc]
-    lines = [tabulate(rows, headers=["access"] + kinds, tablefmt="simple")]
+    lines = [simple_table(rows, ["access"] + kinds)]
     # One line per distinct reason: a not-present walk refuses all six
     # accesses for the same reason, and saying it six times hides it.
     why: dict = {}

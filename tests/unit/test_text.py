@@ -7,6 +7,7 @@ import string
 import pytest
 from tabulate import tabulate
 
+from gdbext.views import text
 from gdbext.views.text import WRAP_MIN, fit_lines, fit_table, widest
 
 GDT_HEADERS = ("#", "sel", "kind", "base", "limit", "DPL", "P", "flags / type", "used by")
@@ -96,3 +97,42 @@ def test_random_tables_fit_whenever_their_words_do(seed):
             for w in str(c).split():
                 assert w in words or any(w in x for x in words), (w, text)
     assert WRAP_MIN >= 1
+
+
+# -- simple_table is tabulate's layout, made faster ---------------------------
+
+def _random_cell(rng: random.Random):
+    kind = rng.randrange(10)
+    if kind == 0:
+        return None
+    if kind in (1, 2):
+        return rng.choice([0, 7, -3, 14, 255, 2 ** 64 - 1, rng.randrange(-10 ** 6, 10 ** 6)])
+    if kind == 3:   # strings tabulate reads as numbers, or that it treats otherwise
+        return rng.choice(["14", "1e5", "nan", "inf", "-2", "0.5", "", " pad", "two\nlines", "1_000"])
+    if kind == 4:
+        return rng.choice([True, False, 1.5])
+    return rng.choice(["0x10", "#PF", "interrupt-gate", "kernel code", "-", "yes", "no", "0xffffffff81000000",
+                       "entry_SYSCALL_64+0x1b", "RW U NX"])
+
+
+def test_simple_table_equals_tabulate_on_random_tables():
+    rng = random.Random(1212)
+    quick = 0
+    for _ in range(3000):
+        ncols = rng.randrange(1, 6)
+        rows = [[_random_cell(rng) for _ in range(ncols)] for _ in range(rng.randrange(0, 6))]
+        # Most columns of views are of one kind: make some columns uniform.
+        for i in range(ncols):
+            if rng.random() < 0.5 and rows:
+                pick = rng.choice([lambda: rng.randrange(0, 300), lambda: rng.choice(["0x10", "#GP", "trap-gate"])])
+                for row in rows:
+                    row[i] = pick()
+        headers = [] if rng.random() < 0.3 else [rng.choice(["vec", "name", "CPL", "handler", "x", "7", ""])
+                                                   for _ in range(ncols)]
+        if not headers and not rows:
+            continue
+        expected = (tabulate(rows, headers=headers, tablefmt="simple") if headers
+                    else tabulate(rows, tablefmt="plain"))
+        assert text.simple_table(rows, headers) == expected, (rows, headers)
+        quick += text._quick(rows, headers) is not None
+    assert quick > 500   # the fast path is taken, not only the fallback
