@@ -535,24 +535,47 @@ class _Dumper:
         span = 1 << shift
         top = depth == 0
         sign = ~((1 << (shift + 9)) - 1) & MASK64
+        lo, hi = self.lo, self.hi
+        ctx = self.ctx
+        # The reserved bits of this level's entries (see _reserved_mask), for
+        # a pointer and for a large page, computed once per table.
+        rsvd_pointer = _reserved_mask(ctx, name, 0)
+        large = name in _LARGE_RSVD
+        rsvd_large = _reserved_mask(ctx, name, PTE_PS) if large else 0
+        large_mask = keep | self.leaf_bits
+        frame = ADDRESS_MASK & ~(span - 1)
         for i, e in enumerate(self.table(table)):
             if not e & PTE_P:
                 continue  # the CPU ignores every other bit of a non-present entry
             va = va_base + (i << shift)
             if top and i >= 256:
                 va |= sign  # upper half: sign-extend to a canonical address
-            if va + span <= self.lo or va >= self.hi:
+            if va + span <= lo or va >= hi:
                 continue
-            rsvd = e & _reserved_mask(self.ctx, name, e)
+            if large and e & PTE_PS:
+                rsvd = e & rsvd_large
+                if rsvd:
+                    self.problem(va, f"reserved bits {rsvd:#x} set in {name} entry {e:#x}")
+                    continue
+                # One large page, merged into the open run when it continues
+                # it (add(), inlined: a 4 GiB identity map is 2,048 of them).
+                key = (e & large_mask) | nx
+                pa = e & frame
+                run = self.run
+                if run is not None and va == run[1] and pa == run[2] and key == run[4] and run[3] == span:
+                    run[1] += span
+                    run[2] += span
+                    run[5] += 1
+                else:
+                    if run is not None:
+                        self.runs.extend(run)
+                    self.run = [va, va + span, pa + span, span, key, 1]
+                continue
+            rsvd = e & rsvd_pointer
             if rsvd:
                 self.problem(va, f"reserved bits {rsvd:#x} set in {name} entry {e:#x}")
                 continue
-            if name in _LARGE_RSVD and e & PTE_PS:
-                key = (e & (keep | self.leaf_bits)) | nx
-                self.add(va, e & ADDRESS_MASK & ~(span - 1), span, key)
-            else:
-                self.descend(e & ADDRESS_MASK, depth + 1, va,
-                             keep & e, nx | (e & self.nx_bit))
+            self.descend(e & ADDRESS_MASK, depth + 1, va, keep & e, nx | (e & self.nx_bit))
 
     def leaves(self, table: int, va_base: int, keep: int, nx: int) -> None:
         """The hot loop: the 4 KiB pages of one PT, merged into the open run."""
@@ -589,18 +612,6 @@ class _Dumper:
             end = va + TABLE_SIZE
             end_pa = pa + TABLE_SIZE
         self.run = [start, end, end_pa, TABLE_SIZE, cur, pages] if pages else None
-
-    def add(self, va: int, pa: int, size: int, key: int) -> None:
-        """One large page, merged into the open run when it continues it."""
-        run = self.run
-        if run is not None and va == run[1] and pa == run[2] and key == run[4] and run[3] == size:
-            run[1] += size
-            run[2] += size
-            run[5] += 1
-            return
-        if run is not None:
-            self.runs.extend(run)
-        self.run = [va, va + size, pa + size, size, key, 1]
 
     def ranges(self) -> list[Range]:
         if self.run is not None:
