@@ -499,6 +499,9 @@ class _Dumper:
         self.problems = problems
         self.names = ctx.level_names
         self.tables: dict[int, bytes] = {}
+        # (PT, U/S+R/W from above, XD from above) -> its runs relative to
+        # its first VA (six ints each, as `runs`) and its problems.
+        self.leaf_memo: dict[tuple[int, int, int], tuple[list[int], list | None]] = {}
         self.pk = _pk_enabled(ctx)
         # Bits of a leaf that make up its effective rights, besides U/S and
         # R/W which the upper levels may already have taken away.
@@ -578,11 +581,54 @@ class _Dumper:
             self.descend(e & ADDRESS_MASK, depth + 1, va, keep & e, nx | (e & self.nx_bit))
 
     def leaves(self, table: int, va_base: int, keep: int, nx: int) -> None:
-        """The hot loop: the 4 KiB pages of one PT, merged into the open run."""
+        """The 4 KiB pages of one PT, merged into the open run.
+
+        A PT the window covers whole is interpreted once per (table, rights
+        from above): the same PT reached again (Linux's ESPFIX area reaches
+        a few tables thousands of times) gives the same runs at another VA,
+        so its runs are kept relative to the table's start and replayed."""
+        if not (va_base >= self.lo and va_base + (1 << 21) <= self.hi):
+            self._scan_leaves(table, va_base, keep, nx)
+            return
+        memo = self.leaf_memo.get((table, keep, nx))
+        if memo is None:
+            saved = self.run, self.runs, self.problems
+            self.run, self.runs = None, []
+            self.problems = [] if saved[2] is not None else None
+            try:
+                self._scan_leaves(table, 0, keep, nx, whole=True)
+                if self.run is not None:
+                    self.runs.extend(self.run)
+                memo = self.leaf_memo[(table, keep, nx)] = (self.runs, self.problems)
+            finally:
+                self.run, self.runs, self.problems = saved
+        runs, problems = memo
+        if problems:
+            for va, text in problems:
+                self.problem(va_base + va, text)
+        run = self.run
+        if run is not None and run[3] != TABLE_SIZE:
+            self.runs.extend(run)
+            run = None
+        flat = self.runs
+        for n in range(0, len(runs), 6):
+            start, end, end_pa, _, key, pages = runs[n:n + 6]
+            start += va_base
+            if run is not None and run[1] == start and run[2] == end_pa - pages * TABLE_SIZE and run[4] == key:
+                run[1] = end + va_base
+                run[2] = end_pa
+                run[5] += pages
+            else:
+                if run is not None:
+                    flat.extend(run)
+                run = [start, end + va_base, end_pa, TABLE_SIZE, key, pages]
+        self.run = run
+
+    def _scan_leaves(self, table: int, va_base: int, keep: int, nx: int, whole: bool = False) -> None:
+        """The hot loop: every entry of one PT, merged into the open run."""
         mask = keep | self.leaf_bits
         rsvd = self.addr_rsvd
         lo, hi = self.lo, self.hi
-        whole = va_base >= lo and va_base + (1 << 21) <= hi
         runs = self.runs
         run = self.run
         if run is not None and run[3] == TABLE_SIZE:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gdbext.model.snapshot import SegmentCache, Snapshot, TableRegister
-from gdbext.x86 import DecodeError
+from gdbext.x86 import DecodeError, paging
 from gdbext.x86.bits import (
     CR0_WP,
     CR4_PCIDE,
@@ -712,3 +712,50 @@ def test_short_reads_raise_only_paging_error(data, ctx):
             op()
         except PagingError:
             pass
+
+
+def _scanned_everywhere(read, ctx: PagingContext, problems: list) -> list[Range]:
+    """dump() without replaying PTs seen before: every table scanned entry by entry."""
+    d = paging._Dumper(read, ctx, 0, 1 << 64, problems)
+    d.leaves = d._scan_leaves
+    d.descend(ctx.root, 0, 0, paging.PTE_US | paging.PTE_RW, 0)
+    return d.ranges()
+
+
+# Entries that make runs: frames in sequence, a few flag sets, some tables
+# pointing at the same PTs again (as Linux's ESPFIX area does).
+_run_entry = st.builds(lambda frame, flags: (0x100000 + frame * 0x1000) | flags | 1,
+                       st.integers(0, 40), st.sampled_from([0x2, 0x6, 0x4, 0x102, (1 << 63) | 0x6]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_table, min_size=4, max_size=4), _ctx,
+       st.dictionaries(st.integers(0, 511), _run_entry, min_size=1, max_size=40))
+def test_replayed_tables_give_exactly_the_ranges_of_a_full_scan(tables, ctx, leaf_entries):
+    mem = _random_memory(tables)
+    # The last table also holds runs of 4 KiB pages, reached by every path
+    # that points at it.
+    for i, e in leaf_entries.items():
+        mem.write_u64(TABLES[3] + 8 * i, e)
+    fast_problems: list = []
+    slow_problems: list = []
+    fast = dump(mem.read, ctx, problems=fast_problems)
+    assert fast == _scanned_everywhere(mem.read, ctx, slow_problems)
+    assert sorted(fast_problems) == sorted(slow_problems)
+
+
+def test_runs_continue_across_replayed_tables():
+    """PT A maps frames F..F+511 and PT B F+512..F+1023;
+    PD slots 0, 1, 2 point at A, B, A.  0-4 MiB is one range (it continues
+    from A into B), 4-6 MiB is A again, replayed, not merged (its frames
+    restart)."""
+    pt = PageTables()
+    frame = 0x40_0000
+    for i in range(1024):
+        pt.map(i * 0x1000, frame + i * 0x1000)
+    first_pt = pt.get_entry(0, "PD")
+    pt.set_entry(0x40_0000, "PD", first_pt)         # PD[2] -> A again
+    ranges = dump(pt.mem.read, pt.ctx())
+    assert [(r.va_start, r.va_end, r.pa_start, r.pages) for r in ranges] == [
+        (0, 0x40_0000, frame, 1024), (0x40_0000, 0x60_0000, frame, 512)]
+    assert ranges == _scanned_everywhere(pt.mem.read, pt.ctx(), [])
