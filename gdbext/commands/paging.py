@@ -27,11 +27,11 @@ from gdbext.views.pagewalk import (
     walk_report,
     walk_text,
 )
-from gdbext.views.ptdump import dump_report, dump_text, dump_view
+from gdbext.views.ptdump import dump_report, dump_text, dump_view, folded_view
 from gdbext.x86.bits import RFLAGS_AC
 from gdbext.x86.paging import (
     ACCESSES,
-    dump,
+    dump_runs,
     walk,
 )
 
@@ -186,15 +186,18 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
             return snap.read_phys(pa, size)
 
         problems: list = []
-        ranges = dump(read_table, ctx, va_start=lo, va_end=hi, problems=problems)
-        view = dump_view(ranges, ctx, only="user" if args.user else "kernel" if args.kernel else None,
-                         wx=args.wx, phys=args.phys, limit=args.limit, va_range=args.range,
-                         tables_read=len(tables), fetched=len(snap.pages) - before,
-                         seconds=round(time.perf_counter() - start, 6), problems=problems,
-                         notes=notes)
+        dumped = dump_runs(read_table, ctx, va_start=lo, va_end=hi, problems=problems)
+        only = "user" if args.user else "kernel" if args.kernel else None
+        cost = dict(tables_read=len(tables), fetched=len(snap.pages) - before, problems=problems, notes=notes)
+        if not args.json and args.phys is None:
+            # The text folds repeated mappings into one line: made from the
+            # runs, without a Range for each of Linux's 65,000 ESPFIX ones.
+            view = folded_view(dumped, ctx, only=only, wx=args.wx, limit=args.limit, va_range=args.range,
+                               seconds=round(time.perf_counter() - start, 6), **cost)
+            return None, dump_text(view, output_width())
+        view = dump_view(dumped.ranges(), ctx, only=only, wx=args.wx, phys=args.phys, limit=args.limit,
+                         va_range=args.range, seconds=round(time.perf_counter() - start, 6), **cost)
         if not args.json:
-            # Only one of the two is printed, and turning ~66,000 ranges of
-            # a Linux dump into a report and its JSON takes about a second.
             return None, dump_text(view, output_width())
         return dump_report(view, cpl=snap.cpl, phys_source=target.PHYS.source), ""
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gdbext.views.common import ABSENT, _Absent, hx
 from gdbext.views.pagewalk import (
@@ -16,6 +16,7 @@ from gdbext.views.pagewalk import (
 )
 from gdbext.views.text import fit_lines
 from gdbext.x86.paging import (
+    Dumped,
     PagingContext,
     Range,
     find_phys,
@@ -50,6 +51,9 @@ class DumpView:
     seconds: float = 0.0
     problems: tuple[tuple[int, str], ...] = ()
     notes: tuple[str, ...] = ()
+    # For the text only (folded_view): the chosen ranges as fold_repeats
+    # groups, `ranges` then left empty.
+    folded: tuple[tuple[Range, int, int], ...] | None = None
 
 
 def select_ranges(ranges: Sequence[Range], *, only: str | None = None, wx: bool = False,
@@ -87,6 +91,48 @@ def dump_view(ranges: Sequence[Range], ctx: PagingContext, *, only: str | None =
                     phys=phys, phys_vas=tuple(vas), limit=limit,
                     va_range=tuple(va_range) if va_range else None, tables_read=tables_read,
                     fetched=fetched, seconds=seconds, problems=tuple(problems), notes=tuple(notes))
+
+
+def folded_view(dumped: Dumped, ctx: PagingContext, *, only: str | None = None, wx: bool = False,
+                limit: int | None = None, va_range: tuple[int, int] | None = None, tables_read: int = 0,
+                fetched: int = 0, seconds: float = 0.0, problems: Sequence[tuple[int, str]] = (),
+                notes: Iterable[str] = ()) -> DumpView:
+    """dump_view for the text, made from the runs: a Range for each group of
+    repeated mappings, not for each of its 65,000 members.  The filters act
+    on whole groups (their members share the rights); --limit counts ranges,
+    as in dump_view, and may cut a group short."""
+    if only not in (None, "user", "kernel"):
+        raise ValueError(f"only must be 'user', 'kernel' or None, not {only!r}")
+    groups = dumped.folded(FOLD_AT_LEAST)
+    if only == "user":
+        groups = [g for g in groups if g[0].user]
+    elif only == "kernel":
+        groups = [g for g in groups if not g[0].user]
+    if wx:
+        found = [g for g in groups if g[0].writable and g[0].executable]
+        groups = sorted(found, key=lambda g: not g[0].user)
+    total = sum(n for _, n, _ in groups)
+    if limit is not None:
+        kept, room = [], max(limit, 0)
+        for r, n, stride in groups:
+            if room <= 0:
+                break
+            kept += _cut(r, min(n, room), stride)
+            room -= n
+        groups = kept
+    return DumpView(ctx=ctx, ranges=(), total=total, mapped_bytes=dumped.mapped_bytes(), only=only, wx=wx,
+                    limit=limit, va_range=tuple(va_range) if va_range else None, tables_read=tables_read,
+                    fetched=fetched, seconds=seconds, problems=tuple(problems), notes=tuple(notes),
+                    folded=tuple(groups))
+
+
+def _cut(r: Range, count: int, stride: int) -> list[tuple[Range, int, int]]:
+    """The first `count` members of a group; fewer than FOLD_AT_LEAST are no
+    group, but lines of their own (as fold_repeats leaves them)."""
+    if count >= FOLD_AT_LEAST or count == 1:
+        return [(r, count, stride if count > 1 else 0)]
+    return [(replace(r, va_start=r.va_start + k * stride, va_end=r.va_end + k * stride), 1, 0)
+            for k in range(count)]
 
 
 @dataclass(frozen=True)
@@ -282,16 +328,18 @@ def dump_text(v: DumpView, width: int | None = None) -> str:
     if v.phys is not None:
         found = ", ".join(hx(va) for va in v.phys_vas) or "none"
         lines.append(f"physical {hx(v.phys)} is mapped at: {found}")
-    if v.ranges:
-        pk = any(r.pkey is not None for r in v.ranges)
+    groups = fold_repeats(v.ranges) if v.folded is None else list(v.folded)
+    shown = sum(n for _, n, _ in groups)
+    if groups:
+        pk = any(r.pkey is not None for r, _, _ in groups)
         narrow = bool(width) and width < ROW_WIDTH + (6 if pk else 0)
         lines.append(_header(narrow) + ("  pkey" if pk else ""))
-        lines += [_range_row(r, n, stride, narrow) for r, n, stride in fold_repeats(v.ranges)]
+        lines += [_range_row(r, n, stride, narrow) for r, n, stride in groups]
     elif not v.problems and not v.total:
         lines.append("no mappings")
-    if len(v.ranges) < v.total:
-        hidden = v.total - len(v.ranges)
-        lines.append(f"... {hidden} more (raise --limit)" if v.ranges else
+    if shown < v.total:
+        hidden = v.total - shown
+        lines.append(f"... {hidden} more (raise --limit)" if groups else
                      f"{hidden} range(s), none shown (raise --limit)")
     lines += fit_lines([f"note: {n}" for n in v.notes], width)
     lines += fit_lines([f"warning: {text} (VA {hx(va)})" for va, text in v.problems[:MAX_WARNINGS]], width)

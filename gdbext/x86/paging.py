@@ -659,21 +659,76 @@ class _Dumper:
             end_pa = pa + TABLE_SIZE
         self.run = [start, end, end_pa, TABLE_SIZE, cur, pages] if pages else None
 
-    def ranges(self) -> list[Range]:
+    def finish(self) -> "Dumped":
         if self.run is not None:
             self.runs.extend(self.run)
             self.run = None
-        flat = self.runs
-        attrs: dict[int, tuple] = {}
+        return Dumped(self.runs, self.pk)
+
+    def ranges(self) -> list[Range]:
+        return self.finish().ranges()
+
+
+class Dumped:
+    """A dump's runs, six ints each (va, end, end_pa, page_size, key, pages),
+    made into Ranges only when asked: a Linux dump has 65,000 of them, most
+    of them ESPFIX's one page repeated, which the text shows as one line."""
+
+    def __init__(self, flat: list[int], pk: bool):
+        self.flat = flat
+        self.pk = pk
+        self._attrs: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.flat) // 6
+
+    def _range(self, n: int) -> Range:
+        va, end, end_pa, size, key, pages = self.flat[n:n + 6]
+        a = self._attrs.get(key)
+        if a is None:
+            a = self._attrs[key] = (
+                bool(key & PTE_US), bool(key & PTE_RW), not key & PTE_XD, bool(key & PTE_G),
+                (key >> PTE_PK_SHIFT) & 0xF if self.pk else None)
+        return _new_range((va, end, end_pa - (end - va), size, *a, pages))
+
+    def ranges(self) -> list[Range]:
+        return [self._range(n) for n in range(0, len(self.flat), 6)]
+
+    def mapped_bytes(self) -> int:
+        flat = self.flat
+        return sum(flat[n + 1] - flat[n] for n in range(0, len(flat), 6))
+
+    def folded(self, least: int) -> list[tuple[Range, int, int]]:
+        """Runs that map the same frames with the same rights at a fixed VA
+        stride, `least` or more of them, as (first, count, stride); any other
+        range as (range, 1, 0).  The same grouping as views.ptdump's
+        fold_repeats over ranges(), made on the ints."""
+        flat = self.flat
+        n = len(flat)
+        least = max(least, 2)
         out = []
-        for n in range(0, len(flat), 6):
-            va, end, end_pa, size, key, pages = flat[n:n + 6]
-            a = attrs.get(key)
-            if a is None:
-                a = attrs[key] = (
-                    bool(key & PTE_US), bool(key & PTE_RW), not key & PTE_XD, bool(key & PTE_G),
-                    (key >> PTE_PK_SHIFT) & 0xF if self.pk else None)
-            out.append(_new_range((va, end, end_pa - (end - va), size, *a, pages)))
+        i = 0
+        while i < n:
+            va, end, end_pa, size, key, _ = flat[i:i + 6]
+            length = end - va
+            pa = end_pa - length
+            j = i + 6
+            if j < n and flat[j + 2] - (flat[j + 1] - flat[j]) == pa and flat[j + 1] - flat[j] == length \
+                    and flat[j + 3] == size and flat[j + 4] == key:
+                stride = flat[j] - va
+                prev = flat[j]
+                j += 6
+                while (j < n and flat[j] - prev == stride and flat[j + 1] - flat[j] == length
+                       and flat[j + 2] - length == pa and flat[j + 3] == size and flat[j + 4] == key):
+                    prev = flat[j]
+                    j += 6
+            count = (j - i) // 6
+            if count >= least:
+                out.append((self._range(i), count, stride))
+                i = j
+            else:
+                out.append((self._range(i), 1, 0))
+                i += 6
         return out
 
 
@@ -692,9 +747,18 @@ def dump(read_phys: ReadPhys, ctx: PagingContext, *, va_start: int = 0,
     _check_mode(ctx)
     if not ctx.paging:
         raise PagingError("paging is disabled (CR0.PG=0): there are no page tables to dump")
+    return dump_runs(read_phys, ctx, va_start=va_start, va_end=va_end, problems=problems).ranges()
+
+
+def dump_runs(read_phys: ReadPhys, ctx: PagingContext, *, va_start: int = 0,
+              va_end: int = 1 << 64, problems: list | None = None) -> Dumped:
+    """dump(), with the ranges left as runs until asked for (Dumped)."""
+    _check_mode(ctx)
+    if not ctx.paging:
+        raise PagingError("paging is disabled (CR0.PG=0): there are no page tables to dump")
     dumper = _Dumper(read_phys, ctx, va_start, va_end, problems)
     dumper.descend(ctx.root, 0, 0, PTE_US | PTE_RW, 0)
-    return dumper.ranges()
+    return dumper.finish()
 
 
 def wx_ranges(ranges: list[Range]) -> list[Range]:
