@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 from pathlib import Path
@@ -11,7 +12,7 @@ import gdb
 
 from gdbext.model.snapshot import SnapshotError
 from gdbext.model.symbols import SymbolError, SymbolTable
-from gdbext.target.remote import execute_text
+from gdbext.target.remote import TargetError, execute_text
 from gdbext.views.common import ReportError, to_json
 from gdbext.views.text import fit_lines
 from gdbext.x86 import DecodeError
@@ -176,6 +177,9 @@ class GdbextCommand(gdb.Command):
     COMMAND_CLASS = gdb.COMMAND_STATUS
     # Text made of lines (not tables): wrapped at spaces to gdb's width.
     WRAP_TEXT = False
+    # Its stub reads share one PhyMemMode switch (read-only commands whose
+    # virtual reads, if any, go through PHYS.leave() first).
+    PHYS_SESSION = False
 
     def __init__(self, name: Optional[str] = None) -> None:
         self.registered_name = name or full_name(self.NAME)
@@ -252,7 +256,8 @@ class GdbextCommand(gdb.Command):
         except _HelpShown:
             return
         try:
-            report, text = self.run(args)
+            with _memory_session(self.PHYS_SESSION):
+                report, text = self.run(args)
         except gdb.GdbError:
             raise
         except ReportError as exc:
@@ -277,6 +282,26 @@ class GdbextCommand(gdb.Command):
         """-> (report, text): the report is a dataclass of gdbext.views,
         serialized by to_json; text is a string or a function making it."""
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _memory_session(wanted: bool):
+    """The command's stub reads under one PhyMemMode switch (see
+    gdbext.target.memory.PhysicalMemory.session), when it has a target."""
+    if not wanted:
+        yield
+        return
+    from gdbext import target
+
+    try:
+        phys = target.current().phys
+    except TargetError:
+        phys = None     # no target: the command says so itself
+    if phys is None:
+        yield
+        return
+    with phys.session():
+        yield
 
 
 def _rendered(name: str, make) -> str:

@@ -249,6 +249,7 @@ def _place(watch: FaultWatch) -> None:
 
 def _instruction(address: int) -> str | None:
     try:
+        target.PHYS.leave()   # gdb disassembles from virtual memory
         insn = gdb.selected_inferior().architecture().disassemble(address)[0]
     except (gdb.error, gdb.MemoryError, IndexError, ValueError, OverflowError):
         return None

@@ -42,6 +42,7 @@ EFER.LMA, CS.L and RFLAGS.VM, for the vCPU of gdb's selected thread.
 JSON: {"cpl", "mode", "iopl", "if", "rflags", "cs", "ss", "halted", "cpu", "rip"}."""
 
     NAME = "info cpl"
+    PHYS_SESSION = True
 
     def run(self, args):
         r = cpl_report(target.snapshot())
@@ -73,6 +74,7 @@ JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...
 "notes": [...]}."""
 
     NAME = "info msr"
+    PHYS_SESSION = True
 
     def names(self) -> list[str]:
         return list(MSR_NAMES)
@@ -123,6 +125,7 @@ JSON: {"base", "limit", "entries": [{"index", "selector", "kind", "base",
 "limit", "dpl", "present", "long", ...}], "warnings": [...]}."""
 
     NAME = "info gdt"
+    PHYS_SESSION = True
 
     def arguments(self, parser):
         parser.add_argument("selector", nargs="?", type=number_type("a selector", 0, 0xFFFF))
@@ -150,6 +153,7 @@ would write (pointer - 8) is mapped supervisor-writable now.
 JSON: {"selector", "base", "limit", "rsp": [...], "ist": [...], "iomap_base", "stacks": {...}}."""
 
     NAME = "info tss"
+    PHYS_SESSION = True
 
     def run(self, args):
         r = tss_report(target.snapshot())
@@ -168,6 +172,7 @@ has all of them.
 JSON: {"base", "limit", "gates": [{"vector", "name", "kind", "selector", "handler", "symbol", "ist", "dpl", "present", "problems"}], "warnings"}."""
 
     NAME = "info idt"
+    PHYS_SESSION = True
 
     def arguments(self, parser):
         parser.add_argument("vector", nargs="?", type=number_type("a vector", 0, 255))

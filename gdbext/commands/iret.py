@@ -39,6 +39,7 @@ WATCH = watch_module.WATCH
 
 def _site_opsize(address: int) -> int | None:
     try:
+        target.PHYS.leave()   # gdb reads virtual memory through the stub
         code = gdb.selected_inferior().read_memory(address, min(16, (1 << 64) - address)).tobytes()
     except (gdb.MemoryError, gdb.error, OverflowError, ValueError):
         return None
@@ -73,6 +74,7 @@ JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
 "address", "at_iret", "cpu"}."""
 
     NAME = "iret-check"
+    PHYS_SESSION = True
     WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_STATUS
 

@@ -89,6 +89,7 @@ JSON: {"va", "pa" (null if unmapped), "page_size", "user", "writable",
 "pkru", ...}, "cpl", "phys_source", "notes"}."""
 
     NAME = "pagewalk"
+    PHYS_SESSION = True
     COMMAND_CLASS = gdb.COMMAND_DATA
 
     def arguments(self, parser):
@@ -152,6 +153,7 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
 "phys_source", "notes"}."""
 
     NAME = "ptdump"
+    PHYS_SESSION = True
     COMMAND_CLASS = gdb.COMMAND_DATA
 
     def arguments(self, parser):

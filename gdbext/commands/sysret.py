@@ -71,6 +71,7 @@ _MSR_NAME = {MSR_STAR: "STAR", MSR_LSTAR: "LSTAR", MSR_CSTAR: "CSTAR", MSR_SFMAS
 
 def _site_opsize(address: int) -> Optional[int]:
     try:
+        target.PHYS.leave()   # gdb reads virtual memory through the stub
         code = gdb.selected_inferior().read_memory(address, min(16, (1 << 64) - address)).tobytes()
     except (gdb.MemoryError, gdb.error, OverflowError, ValueError):
         return None
@@ -103,6 +104,7 @@ JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
 "checked": [{"rule", "status", "message"}], "opsize", "address", "at_sysret"}."""
 
     NAME = "sysret-check"
+    PHYS_SESSION = True
     WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_STATUS
 

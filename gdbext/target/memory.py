@@ -201,32 +201,42 @@ class PhysicalMemory:
         self.rejected: List[str] = []   # why each local source was not used
         self._probed = False
         self.stub_reads = 0
-        self._session: Optional[contextlib.ExitStack] = None
-        self._in_phys_mode = False
+        self._depth = 0                    # nesting of session()
+        self._restore: Optional[str] = None   # the mode to put back, while a session holds PhyMemMode
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        """Stub reads inside share one phys_mode(): entered at the first of
-        them, if any, and left (mode restored, dcache flushed) at the end."""
-        if self._session is not None:   # nested: the outer session does it
+        """Stub reads inside share one PhyMemMode switch: made at the first
+        of them, if any, and undone (mode restored, dcache flushed) at the
+        end, or earlier by leave()."""
+        self._depth += 1
+        try:
             yield
-            return
-        with contextlib.ExitStack() as stack:
-            self._session = stack
-            try:
-                yield
-            finally:
-                self._session = None
-                self._in_phys_mode = False
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                with contextlib.suppress(TargetError, gdb.error):
+                    self.leave()
+
+    def leave(self) -> None:
+        """Put the stub back in its own mode now, if a session switched it:
+        before anything reads or writes virtual memory through the stub
+        (rdmsr injection, gdb's own reads).  The next stub read switches again."""
+        restore, self._restore = self._restore, None
+        if restore is not None:
+            send_packet("Qqemu.PhyMemMode:" + restore)
+            gdb.execute("maint flush dcache", to_string=True)
 
     def _stub(self, pa: int, size: int) -> bytes:
         self.stub_reads += 1
-        if self._session is None:
+        if not self._depth:
             with phys_mode():
                 return _stub_read(pa, size)
-        if not self._in_phys_mode:
-            self._session.enter_context(phys_mode())
-            self._in_phys_mode = True
+        if self._restore is None:
+            before = send_packet("qqemu.PhyMemMode")
+            if send_packet("Qqemu.PhyMemMode:1") != b"OK":
+                raise TargetError("gdbext: QEMU refused physical-memory mode (Qqemu.PhyMemMode)")
+            self._restore = "1" if before.strip() == b"1" else "0"
         return _stub_read(pa, size)
 
     def _probe(self) -> None:

@@ -10,6 +10,7 @@ from gdbext.model.snapshot import (
     MSR_STAR,
     Snapshot,
 )
+from gdbext.target.memory import PHYS
 from gdbext.target.remote import (
     TargetError,
     execute_text,
@@ -63,10 +64,12 @@ class _Remote:
             raise TargetError(f"gdbext: QEMU's stub refused to write {name}")
 
     def read_memory(self, address: int, size: int) -> bytes:
+        PHYS.leave()   # a virtual address: never under a session's PhyMemMode
         reply = self._expect(send_packet(f"m{address:x},{size:x}"), f"reading {address:#x}")
         return bytes.fromhex(reply.decode("ascii"))
 
     def write_memory(self, address: int, data: bytes) -> None:
+        PHYS.leave()
         if send_packet(f"M{address:x},{len(data):x}:{data.hex()}") != b"OK":
             raise TargetError(f"gdbext: QEMU's stub refused to write memory at {address:#x}")
 
@@ -148,6 +151,7 @@ class _Rdmsr:
 
     def read(self, numbers: List[int]) -> Dict[int, int]:
         self.check()
+        PHYS.leave()   # the steps below and gdb's reads after them are virtual
         snap = self.snap
         remote = _Remote(snap.cpu + 1)
         saved = {name: remote.read(name) for name in ("rax", "rcx", "rdx", "r11", "rip", "eflags")}

@@ -190,8 +190,14 @@ COMMANDS = ("info gdt --no-star", "info tss", "info idt", "info msr EFER", "info
             "info gdt", "info msr", "info msr STAR")
 
 
-def test_commands_change_nothing_in_ring0_and_ring3(kernel_session):
-    with kernel_session("spin") as (_qemu, gdb):
+@pytest.mark.parametrize("memory", ["ram-file", "qemu-process", "stub"])
+def test_commands_change_nothing_in_ring0_and_ring3(kernel_session, memory):
+    """Through the stub, a command's physical reads share one PhyMemMode
+    switch while rdmsr injection steps and writes at virtual addresses: the
+    stub must be back in virtual mode for those, and after the command."""
+    with kernel_session("spin", ram_file=memory == "ram-file") as (_qemu, gdb):
+        if memory == "stub":
+            gdb.command("python import os; os.environ['GDBEXT_MEMORY'] = 'stub'")
         for location, ring3 in (("enter_user", False), ("user_main", True)):
             run_to(gdb, location)
             assert gdb.json("info cpl")["cpl"] == (3 if ring3 else 0)
@@ -199,6 +205,10 @@ def test_commands_change_nothing_in_ring0_and_ring3(kernel_session):
                 before = state_digest(gdb)
                 gdb.command(command)
                 assert state_digest(gdb) == before, f"{command} at {location} changed the vCPU's state"
+                mode = gdb.command("maint packet qqemu.PhyMemMode")
+                assert 'received: "0"' in mode, f"{command} left PhyMemMode on: {mode!r}"
+        assert gdb.json("ptdump --limit 0")["phys_source"].startswith(
+            {"ram-file": "shared RAM file", "qemu-process": "QEMU process memory", "stub": "gdb stub"}[memory])
 
 
 def test_bad_arguments_give_one_line_errors(kernel_session):

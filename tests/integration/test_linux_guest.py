@@ -503,6 +503,45 @@ def test_info_msr_changes_nothing(linux, where):
     assert not diff, diff
 
 
+# The session's memory read through the stub (and back): see test_paging_live.
+_STUB_ONLY = ("import os, gdbext.target as t, gdbext.target.memory as m; os.environ['GDBEXT_MEMORY'] = 'stub'; "
+              "s = t.current(); s.saved_phys = s.phys; s.phys = m.PhysicalMemory(); s.snapshots.clear()")
+_RESTORE = ("import os, gdbext.target as t; os.environ.pop('GDBEXT_MEMORY', None); "
+            "s = t.current(); s.phys = getattr(s, 'saved_phys', s.phys); s.snapshots.clear()")
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("where", ["user after sysret", "kernel"])
+def test_stub_reads_and_rdmsr_in_one_command_change_nothing(linux, where):
+    """Commands read tables physically and MSRs by rdmsr injection (at CPL 3
+    it patches GDT slots it found by a physical walk): the stub must be in
+    virtual mode again for the injection's reads, writes and steps (Linux's
+    addresses are not physical ones), and after the command."""
+    m = stop_in_kernel(linux) if where == "kernel" else stop_in_user(linux, "sysret")
+    g = linux.gdb
+    local = g.json("info gdt")
+    local_tss = g.json("info tss")
+    local_msr = g.json("info msr")["msrs"]
+    before = _machine_state(g, m.gdt_base, m.gdt_limit)
+    g.command("python " + _STUB_ONLY)
+    try:
+        assert g.json("ptdump --limit 0")["phys_source"].startswith("gdb stub")
+        stub = g.json("info gdt")
+        tss = g.json("info tss")
+        g.command("python import gdbext.target as t; t.invalidate()")   # MSRs read again, through ring 0 at CPL 3
+        msr = g.json("info msr")["msrs"]
+        assert 'received: "0"' in g.command("maint packet qqemu.PhyMemMode")
+    finally:
+        g.command("python " + _RESTORE)
+    after = _machine_state(g, m.gdt_base, m.gdt_limit)
+    assert local["star"] == stub["star"] is not None and local["entries"] == stub["entries"]
+    assert tss == local_tss
+    assert msr == local_msr and msr["STAR"] is not None
+    diff = _differences(before, after)
+    stop_in_kernel(linux)
+    assert not diff, diff
+
+
 def run_to_sysretq(b: Booted) -> int:
     """Stop on Linux's own sysretq: break on entry_SYSRETQ_unsafe_stack (swapgs,
     then alternatives) and step to the instruction."""
