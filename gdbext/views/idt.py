@@ -79,12 +79,13 @@ def idt_report(snap: Snapshot, vector: Optional[int] = None, symbolize: Symboliz
     except DecodeError:
         pass
     rows = []
+    descriptors: dict = {}   # selector -> its GDT entry: 256 gates name one or two
     for g in decode_idt(table, limit, long_mode=lm):
         if vector is not None and g.vector != vector:
             continue
         if present_only and not g.present:
             continue
-        problems = _gate_problems(snap, ctx, gdt, g, lm) if g.present else []
+        problems = _gate_problems(snap, ctx, gdt, g, lm, descriptors) if g.present else []
         warnings += [f"vector {g.vector} ({g.name or 'interrupt'}): {p}" for p in problems]
         rows.append(IdtGate(vector=g.vector, name=g.name, kind=g.kind, selector=g.selector,
                             handler=g.offset, symbol=symbolize(g.offset) if g.present else None,
@@ -95,13 +96,15 @@ def idt_report(snap: Snapshot, vector: Optional[int] = None, symbolize: Symboliz
                      gates=tuple(rows), warnings=tuple(warnings))
 
 
-def _gate_problems(snap, ctx, gdt, g, lm) -> List[str]:
+def _gate_problems(snap, ctx, gdt, g, lm, descriptors: dict) -> List[str]:
     problems = []
     if g.kind == "reserved":
         problems.append("present but of a reserved type")
         return problems
     if gdt is not None:
-        d = descriptor_at(gdt, snap.gdtr.limit, g.selector, long_mode=lm)
+        if g.selector not in descriptors:
+            descriptors[g.selector] = descriptor_at(gdt, snap.gdtr.limit, g.selector, long_mode=lm)
+        d = descriptors[g.selector]
         if d is None:
             problems.append(f"selector {g.selector:#x} is past the GDT limit")
         elif not d.is_code or not d.present or (lm and not d.long):
