@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 PAGE = 4096
+SMALL_READ = 64
 
 # Architectural MSR numbers (Intel SDM Vol. 4, "Model-Specific Registers";
 # AMD APM Vol. 2, appendix A).
@@ -159,6 +160,10 @@ class Snapshot:
     # read_log: when a list, every read_phys appends (pa, size, bytes), so a
     # caller can tell later whether the memory an answer rested on changed.
     exact_reads: bool = field(default=False, repr=False)
+    # small_reads_exact: a read of at most SMALL_READ bytes from a page not
+    # read yet is read exactly (one short packet through the stub for a
+    # paging entry, instead of a 4 KiB page in two).
+    small_reads_exact: bool = field(default=False, repr=False)
     read_log: Optional[List[Tuple[int, int, bytes]]] = field(default=None, repr=False)
     ranges: Dict[Tuple[int, int], bytes] = field(default_factory=dict, repr=False)
     # From the live target only: the parsed monitor answer the segment and
@@ -209,6 +214,14 @@ class Snapshot:
         """`size` bytes of guest-physical memory at `pa`, read a page at a time
         (or exactly, with exact_reads)."""
         if self.exact_reads:
+            data = self.ranges.get((pa, size))
+            if data is None:
+                data = bytes(self.phys_reader(pa, size))
+                if len(data) != size:
+                    raise SnapshotError(f"short read at physical {pa:#x}")
+                self.ranges[(pa, size)] = data
+        elif (self.small_reads_exact and size <= SMALL_READ and pa // PAGE not in self.pages
+              and pa % PAGE + size <= PAGE):
             data = self.ranges.get((pa, size))
             if data is None:
                 data = bytes(self.phys_reader(pa, size))
