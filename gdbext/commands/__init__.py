@@ -7,6 +7,7 @@ arguments, asks gdbext.target for a snapshot, and renders a view of it.
     iret.py     iret-check, $iret_ok(), the watch's iretq breakpoints
     fault.py    fault-watch, info fault
     faultchain.py  fault-chain, gdbext-qemu-log (QEMU's interrupt log)
+    status.py   gdbext-status (the target, where memory is read from)
     base.py     what they share: one-line errors, numbers as gdb reads them
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ def register() -> None:
     import gdb
 
     from gdbext import target
-    from gdbext.commands import fault, faultchain, info, iret, paging, sysret
+    from gdbext.commands import fault, faultchain, info, iret, paging, status, sysret
     from gdbext.commands.base import full_name, register_short_names
 
     info.register()     # first: it makes the `gdbext` and `gdbext info` prefixes
@@ -31,6 +32,7 @@ def register() -> None:
     iret.register()
     fault.register()
     faultchain.register()
+    status.register()
     left = register_short_names()
     if left:
         gdb.write("gdbext: another extension owns " + ", ".join(f"`{n}`" for n in left)

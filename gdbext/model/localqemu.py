@@ -151,5 +151,6 @@ def find_stub_process(details: str, me: int | None = None) -> tuple[int | None, 
         pid = _owner(peers, me)
         if pid is not None:
             return pid, ""
-        return None, "the stub's process is not visible here (another user or namespace)"
+        return None, ("the stub's process is not visible here (another user's, or in another namespace); "
+                      "run gdb as QEMU's user to read its memory directly")
     return None, f"the stub at port {port} is on another host"

@@ -480,6 +480,7 @@ COMMANDS: dict[str, Spec] = {
     "info fault": Spec((), (_flag("--all"),)),
     "gdbext-symbols": Spec((Slot("FILE", "file", judge_file, (), optional=False, numeric=False),
                             Slot("OFFSET", "offset", offset, NUMBERS)), ()),
+    "gdbext-status": Spec((), ()),
 }
 
 JUNK_OPTIONS = ("--nope", "--JSON", "-j", "--json=1", "---json", "-x", "--no-such-option=3")
