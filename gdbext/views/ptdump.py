@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from gdbext.views.common import ABSENT, _Absent, hx
+from gdbext.views.common import ABSENT, Plain, _Absent, hx
 from gdbext.views.pagewalk import (
     _RIGHTS,
     _SIZES,
@@ -190,7 +190,7 @@ class DumpReport:
     levels: int
     context: ContextReport
     filter: DumpFilter
-    ranges: tuple[RangeReport, ...]
+    ranges: tuple[RangeReport, ...]      # as JSON already (Plain), in RangeReport's shape
     total: int
     shown: int
     mapped_bytes: int
@@ -209,6 +209,14 @@ def range_report(rg: Range) -> RangeReport:
                        rg.pages, rg.user, rg.writable, rg.executable, rg.global_, rg.pkey)
 
 
+def _range_json(rg: Range) -> dict:
+    """report_dict(range_report(rg)), made directly (tests check they agree)."""
+    return {"va_start": rg.va_start, "va_end": rg.va_end, "pa_start": rg.pa_start,
+            "size": rg.va_end - rg.va_start, "page_size": rg.page_size, "pages": rg.pages,
+            "user": rg.user, "writable": rg.writable, "executable": rg.executable,
+            "global": rg.global_, "pkey": rg.pkey}
+
+
 def dump_report(v: DumpView, *, cpl: int | None = None, phys_source: str | None = None) -> DumpReport:
     """The report of a ptdump, for --json.
 
@@ -221,7 +229,7 @@ def dump_report(v: DumpView, *, cpl: int | None = None, phys_source: str | None 
         context=context_report(v.ctx),
         filter=DumpFilter(only=v.only, wx=v.wx, phys=v.phys, limit=v.limit,
                           range=tuple(v.va_range) if v.va_range else None),
-        ranges=tuple(map(range_report, v.ranges)),
+        ranges=Plain(map(_range_json, v.ranges)),
         total=v.total,
         shown=len(v.ranges),
         mapped_bytes=v.mapped_bytes,

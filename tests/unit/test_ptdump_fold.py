@@ -53,3 +53,15 @@ def test_folded_text_equals_the_text_of_every_range():
                     assert dump_text(view) == expected, (only, wx, limit)
                     folded_groups += any(n > 1 for _, n, _ in view.folded)
     assert folded_groups > 40   # repeats were folded, not only single ranges compared
+
+
+def test_the_json_of_a_range_is_its_range_report():
+    from gdbext.views.common import report_dict
+    from gdbext.views.ptdump import _range_json, range_report
+
+    rng = random.Random(99)
+    for _ in range(50):
+        pt = _random_tables(rng)
+        for r in dump(pt.mem.read, pt.ctx()):
+            assert _range_json(r) == report_dict(range_report(r))
+            assert list(_range_json(r)) == list(report_dict(range_report(r)))   # key order too
