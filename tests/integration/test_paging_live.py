@@ -173,7 +173,7 @@ def test_dump_view_report_and_text_agree_on_real_tables(ovmf_tables):
     view = dump_view(ranges, ctx, tables_read=7, fetched=7, seconds=0.0012)
     report = dump_report(view)
     assert report.total == report.shown == len(ranges) == 30
-    assert sum(r.pages for r in report.ranges) == 3068  # the lines of the captured `info tlb`
+    assert sum(r["pages"] for r in report.ranges) == 3068  # the lines of the captured `info tlb`
     assert json.loads(to_json(report))["ranges"][1] == {"va_start": 0xEC00000, "va_end": 0xEE00000, "pa_start": 0xEC00000,
                                    "size": 0x200000, "page_size": 0x200000, "pages": 1, "user": False,
                                    "writable": False, "executable": True, "global": False, "pkey": None}
