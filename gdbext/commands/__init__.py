@@ -8,6 +8,7 @@ arguments, asks gdbext.target for a snapshot, and renders a view of it.
     fault.py    fault-watch, info fault
     faultchain.py  fault-chain, gdbext-qemu-log (QEMU's interrupt log)
     status.py   gdbext-status (the target, where memory is read from)
+    state.py    gdbext-save, gdbext-open, gdbext-cpu (saved machine states)
     base.py     what they share: one-line errors, numbers as gdb reads them
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ def register() -> None:
     import gdb
 
     from gdbext import target
-    from gdbext.commands import fault, faultchain, info, iret, paging, status, sysret
+    from gdbext.commands import fault, faultchain, info, iret, paging, state, status, sysret
     from gdbext.commands.base import full_name, register_short_names
 
     info.register()     # first: it makes the `gdbext` and `gdbext info` prefixes
@@ -33,6 +34,7 @@ def register() -> None:
     fault.register()
     faultchain.register()
     status.register()
+    state.register()
     left = register_short_names()
     if left:
         gdb.write("gdbext: another extension owns " + ", ".join(f"`{n}`" for n in left)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import List, Optional
@@ -81,11 +82,27 @@ def integer_of(value: gdb.Value) -> int | None:
     return n if 0 <= n <= MASK64 else None
 
 
+_REGISTER_TOKEN = re.compile(r"\$([a-z][a-z0-9_]*)\b")
+
+
+def _saved_registers(text: str) -> str:
+    """With a saved machine state open there are no registers in gdb: `$rsp`
+    and the like in an expression are the saved vCPU's values."""
+    from gdbext.target.session import offline
+
+    if "$" not in text or offline() is None:
+        return text
+    from gdbext.target.snapshots import snapshot
+
+    regs = snapshot().regs
+    return _REGISTER_TOKEN.sub(lambda m: f"{regs[m.group(1)]:#x}" if m.group(1) in regs else m.group(0), text)
+
+
 def _unsigned_value(text: str) -> int | None:
     """The value of an expression written with a leading minus when gdb reads it
     as a non-negative integer (`-1UL`), else None (`-1`, `-0x10`, not a number)."""
     try:
-        value = gdb.parse_and_eval(text)
+        value = gdb.parse_and_eval(_saved_registers(text))
         if value.type.strip_typedefs().code not in _INTEGER_TYPES:
             return None
         n = int(value)
@@ -102,7 +119,7 @@ def number(text: str, what: str = "a number", lo: int = 0, hi: int = MASK64) -> 
     if text.startswith("-"):
         raise argparse.ArgumentTypeError(f"{text} is negative; {what} is {_span(lo, hi)}")
     try:
-        value = gdb.parse_and_eval(text)
+        value = gdb.parse_and_eval(_saved_registers(text))
     except gdb.error as exc:
         raise argparse.ArgumentTypeError(f"not a number or expression: {text!r} ({exc})") from None
     n = integer_of(value)
@@ -178,6 +195,9 @@ class GdbextCommand(gdb.Command):
 
     NAME = ""
     COMMAND_CLASS = gdb.COMMAND_STATUS
+    # Needs a live guest (breakpoints, the monitor): refused while a saved
+    # machine state is open in place of a target (gdbext-open).
+    LIVE_ONLY = False
     # Text made of lines (not tables): wrapped at spaces to gdb's width.
     WRAP_TEXT = False
     # Its stub reads share one PhyMemMode switch (read-only commands whose
@@ -259,6 +279,12 @@ class GdbextCommand(gdb.Command):
         except _HelpShown:
             return
         try:
+            if self.LIVE_ONLY:
+                from gdbext.target.session import offline
+
+                saved = offline()
+                if saved is not None:
+                    raise saved.refuse(self.NAME)  # type: ignore[attr-defined]
             with _memory_session(self.PHYS_SESSION):
                 report, text = self.run(args)
         except gdb.GdbError:

@@ -527,6 +527,7 @@ address}, "idt": [{"cpu", "base", "limit", "handlers"}], "lidt_sites",
 "records", "last"}."""
 
     NAME = "fault-watch"
+    LIVE_ONLY = True
     WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_BREAKPOINTS
 
@@ -593,6 +594,7 @@ JSON: the report {"vector", "name", "error_code", "rip", "cs", "rflags",
 --all {"records": [reports], "counts"}."""
 
     NAME = "info fault"
+    LIVE_ONLY = True
     WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_STATUS
 

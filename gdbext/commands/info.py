@@ -290,6 +290,9 @@ Commands (each has `help COMMAND`, and most take --json):
   fault-chain           the failed deliveries before a triple fault, from QEMU's log
   gdbext-qemu-log FILE|off|show  the QEMU -d int log fault-chain reads
   gdbext-symbols FILE [OFFSET] symbols from an ELF for gdbext's lookups
+  gdbext-save FILE [--ram]     the stopped guest's state to a file
+  gdbext-open FILE|--close     look at a saved state (or QEMU core), no target
+  gdbext-cpu [N]        the saved vCPU the commands look at
 Functions: $cpl(), $msr(NAME|NUMBER), $sysret_ok()."""
 
     def __init__(self) -> None:

@@ -39,9 +39,8 @@ WATCH = watch_module.WATCH
 
 def _site_opsize(address: int) -> int | None:
     try:
-        target.PHYS.leave()   # gdb reads virtual memory through the stub
-        code = gdb.selected_inferior().read_memory(address, min(16, (1 << 64) - address)).tobytes()
-    except (gdb.MemoryError, gdb.error, OverflowError, ValueError):
+        code = target.read_virtual(address, min(16, (1 << 64) - address))
+    except (gdb.MemoryError, gdb.error, OverflowError, ValueError, SnapshotError):
         return None
     return iret_at(code)
 

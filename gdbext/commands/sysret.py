@@ -71,9 +71,8 @@ _MSR_NAME = {MSR_STAR: "STAR", MSR_LSTAR: "LSTAR", MSR_CSTAR: "CSTAR", MSR_SFMAS
 
 def _site_opsize(address: int) -> Optional[int]:
     try:
-        target.PHYS.leave()   # gdb reads virtual memory through the stub
-        code = gdb.selected_inferior().read_memory(address, min(16, (1 << 64) - address)).tobytes()
-    except (gdb.MemoryError, gdb.error, OverflowError, ValueError):
+        code = target.read_virtual(address, min(16, (1 << 64) - address))
+    except (gdb.MemoryError, gdb.error, OverflowError, ValueError, SnapshotError):
         return None
     return sysret_at(code)
 
@@ -514,6 +513,7 @@ JSON (status): {"armed", "sites": [addresses], "iret_sites", "checks" (sysret),
 "iret_checks", "wrmsr_checks", "findings", "dropped_candidates", ...}."""
 
     NAME = "sysret-watch"
+    LIVE_ONLY = True
     WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_BREAKPOINTS
 

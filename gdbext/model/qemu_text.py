@@ -329,3 +329,26 @@ def parse_info_lapic(text: str) -> LapicTimer:
     return LapicTimer(masked=bool(raw & (1 << 16)), mode=mode, vector=raw & 0xFF,
                       divider=int(timer.group(1)), current_count=int(timer.group(3)),
                       ppr=int(ppr.group(1), 16), enabled=spiv is None or spiv.group(1) == "enabled")
+
+
+_MTREE_FLATVIEW = re.compile(r"^FlatView #\d+", re.MULTILINE)
+_MTREE_RAM = re.compile(r"^\s*([0-9a-f]+)-([0-9a-f]+) \(prio [-\d]+, ram\): (\S+)", re.MULTILINE)
+
+
+def parse_ram_ranges(text: str) -> list[tuple[int, int, str]]:
+    """The guest-physical RAM of the system address space, from `info mtree -f`:
+    [(start, end exclusive, region name)], sorted, adjacent pieces merged.
+
+    Only the FlatView block that lists AS "memory" (QEMU prints the blocks in
+    hash order), and only "ram" regions: ROM, ROM devices and I/O are not
+    memory to save (reading MMIO would reach a device)."""
+    blocks = _MTREE_FLATVIEW.split(text)
+    system = next((b for b in blocks if ' AS "memory"' in b), "")
+    found = sorted((int(a, 16), int(b, 16) + 1, name) for a, b, name in _MTREE_RAM.findall(system))
+    merged: list[tuple[int, int, str]] = []
+    for start, end, name in found:
+        if merged and merged[-1][1] == start and merged[-1][2] == name:
+            merged[-1] = (merged[-1][0], end, name)
+        else:
+            merged.append((start, end, name))
+    return merged

@@ -14,6 +14,8 @@ Sources, as measured on QEMU 7.2 + gdb 13 (see the project README):
   memory-mapped shared RAM file when the guest RAM is backed by one (memory);
 - other MSRs: `rdmsr` executed in the guest (rdmsr).
 Snapshots of all this, cached per stop: snapshots.
+A saved machine state (gdbext-save) opened in place of a target answers the
+same questions from its file (saved): an offline Session.
 """
 from gdbext.target.code import KernelCode, elf_files, kernel_code
 from gdbext.target.memory import PHYS, phys_mode, reset_phys_mode
@@ -28,7 +30,7 @@ from gdbext.target.remote import (
     selected_cpu,
     send_packet,
 )
-from gdbext.target.session import Session, current, drop, on_drop, peek
+from gdbext.target.session import Session, current, drop, offline, on_drop, peek
 from gdbext.target.snapshots import (
     connect_events,
     forget_monitor,
@@ -36,6 +38,7 @@ from gdbext.target.snapshots import (
     known_msrs,
     monitor_state,
     read_msrs,
+    read_virtual,
     snapshot,
     stop_snapshot,
 )
@@ -45,5 +48,5 @@ __all__ = [
     "Session", "current", "drop", "on_drop", "peek", "in_condition", "known_msrs",
     "PHYS", "LiveRegisters", "TargetError", "connect_events", "forget_monitor", "hmp", "in_stop_callback",
     "invalidate", "monitor_state", "phys_mode", "read_msrs", "require_qemu", "uses_kvm", "reset_phys_mode", "selected_cpu",
-    "send_packet", "snapshot", "stop_snapshot",
+    "send_packet", "snapshot", "stop_snapshot", "offline", "read_virtual",
 ]

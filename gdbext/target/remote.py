@@ -42,9 +42,19 @@ def in_condition() -> bool:
     return bool(_in_stop_callback[0]) or (thread is not None and thread.is_running())
 
 
+def _refuse_offline(what: str = "this") -> None:
+    """A saved machine state is open in place of a target: nothing live to ask."""
+    from gdbext.target.session import offline
+
+    saved = offline()
+    if saved is not None:
+        raise saved.refuse(what)  # type: ignore[attr-defined]
+
+
 def _connection():
     from gdbext.target.session import current
 
+    _refuse_offline()
     thread = gdb.selected_thread()
     if thread is None:
         raise TargetError("gdbext: no target; connect first with `target remote HOST:PORT` to QEMU's gdb stub")
@@ -90,6 +100,7 @@ def require_qemu() -> None:
     """QEMU answers `qqemu.sstepbits`; other stubs answer with an empty packet."""
     from gdbext.target.session import current
 
+    _refuse_offline()
     session = current()
     if session.is_qemu is None:
         session.is_qemu = send_packet("qqemu.sstepbits").startswith(b"ENABLE=")
@@ -130,7 +141,13 @@ def hmp(command: str) -> str:
 
 
 def selected_cpu() -> int:
-    """QEMU's vCPU index for gdb's selected thread (QEMU numbers threads cpu_index + 1)."""
+    """QEMU's vCPU index for gdb's selected thread (QEMU numbers threads cpu_index + 1);
+    the selected saved vCPU when a saved machine state is open."""
+    from gdbext.target.session import offline
+
+    saved = offline()
+    if saved is not None:
+        return saved.selected  # type: ignore[attr-defined]
     thread = gdb.selected_thread()
     if thread is None:
         raise TargetError("gdbext: no thread selected")

@@ -30,6 +30,10 @@ _LOST = ("Remote connection closed", "Remote communication error", "Connection r
 class Session:
     """The state of one gdb connection to a stub."""
 
+    # A saved machine state opened with gdbext-open (gdbext.target.saved)
+    # is a Session with no connection: offline.
+    offline = False
+
     def __init__(self, connection: Any):
         from gdbext.target.memory import (
             PhysicalMemory,  # memory builds on remote, as this module does
@@ -79,16 +83,39 @@ def current() -> Session:
     """The Session of gdb's selected inferior's connection; a new one when
     that connection is not the one the last Session belonged to."""
     conn = gdb.selected_inferior().connection
-    if conn is None:
-        drop()
-        raise TargetError("gdbext: no target; connect first with `target remote HOST:PORT` to QEMU's gdb stub")
     session = _current[0]
+    if conn is None:
+        if session is not None and session.offline:
+            return session
+        drop()
+        raise TargetError("gdbext: no target; connect first with `target remote HOST:PORT` to QEMU's gdb "
+                          "stub, or open a saved machine state with `gdbext-open FILE`")
+    # A connection made while a saved state was open ends the saved state:
+    # it is not this connection's.
     if session is not None and (session.connection is not conn or not session.valid()):
         drop()
         session = None
     if session is None:
         session = _current[0] = Session(conn)
     return session
+
+
+def offline() -> Session | None:
+    """The saved machine state open in place of a target (gdbext-open), if
+    one is and gdb has no connection; else None."""
+    session = _current[0]
+    if session is None or not session.offline:
+        return None
+    if gdb.selected_inferior().connection is not None:
+        drop()   # connecting to a target ends the saved state
+        return None
+    return session
+
+
+def open_offline(session: Session) -> None:
+    """Make `session` (offline) the current one, ending any other."""
+    drop()
+    _current[0] = session
 
 
 def peek() -> Session | None:

@@ -24,7 +24,7 @@ from gdbext.target.remote import (
     selected_cpu,
 )
 from gdbext.target.session import connect_events as session_events
-from gdbext.target.session import current, peek
+from gdbext.target.session import current, offline, peek
 
 
 class _Injector:
@@ -105,7 +105,11 @@ def monitor_state(cpu: int, regs: Optional[Dict[str, int]] = None):
 
 
 def snapshot() -> Snapshot:
-    """The selected vCPU, read once per stop."""
+    """The selected vCPU, read once per stop (or rebuilt from the saved
+    machine state that gdbext-open opened in place of a target)."""
+    saved = offline()
+    if saved is not None:
+        return saved.snapshot()  # type: ignore[attr-defined]
     _connection()
     require_qemu()
     session = current()
@@ -196,6 +200,27 @@ def known_msrs(cpu: int) -> Dict[int, int]:
     """MSR values this session read or saw written on `cpu`, at this stop or an earlier one."""
     session = peek()
     return dict(session.msrs.get(cpu, {})) if session is not None else {}
+
+
+def read_virtual(address: int, size: int) -> bytes:
+    """`size` bytes at a virtual address of the selected vCPU: gdb's own read
+    live; through the saved page tables and pages when a saved state is open
+    (else from the loaded ELF's sections, as gdb reads them with no target).
+    gdb.error, gdb.MemoryError or SnapshotError when they cannot be read."""
+    saved = offline()
+    if saved is not None:
+        from gdbext.model.linear import read_linear
+
+        try:
+            return read_linear(saved.snapshot(), address, size)  # type: ignore[attr-defined]
+        except SnapshotError:
+            # Not saved: the bytes of a loaded ELF file at that address, if any
+            # (gdb reads the exec file when there is no target).
+            if not gdb.objfiles():
+                raise
+    else:
+        PHYS.leave()   # gdb reads virtual memory through the stub
+    return gdb.selected_inferior().read_memory(address, size).tobytes()
 
 
 def connect_events(connect: bool = True) -> None:
