@@ -12,6 +12,7 @@ import gdb
 from gdbext import target
 from gdbext.commands.base import GdbextCommand, number_type
 from gdbext.model.machine_state import MachineStateError
+from gdbext.model.qemu_core import sidecar_name
 from gdbext.target import saved
 
 
@@ -53,6 +54,7 @@ class Save(GdbextCommand):
     """Save the stopped guest's machine state to a file, to look at it later.
 
 Usage: gdbext-save FILE [--ram] [--no-msrs] [--json]
+       gdbext-save --core CORE [--no-msrs] [--json]
 
 Every vCPU (gdb's threads): registers, segment caches, GDTR, IDTR, LDTR, TR,
 CPL, HLT, and its MSRs; guest-physical memory: every page gdbext read at this
@@ -64,6 +66,11 @@ pages in RAM are read (`info mtree -f`), never a device's.
 --no-msrs   no rdmsr: only the MSRs gdb's registers carry and those this
             session already read are saved (rdmsr steps the guest; see
             `help info msr`).
+--core CORE QEMU's own ELF core instead (`dump-guest-memory`: all RAM, the
+            vCPUs' registers and segment caches, no EFER and no MSRs), and
+            next to it CORE.gdbext with what the core lacks (EFER, MSRs,
+            HLT), which `gdbext-open CORE` then takes.  QEMU writes CORE: it
+            must run on this machine.
 `gdbext-open FILE` opens it in a gdb with no target.  The file is gzip'd
 JSON (the format is in docs/machine-state.md) and names no path.
 JSON: {"file", "cpus", "pages", "ram", "bytes", "seconds", "msrs", "notes"}."""
@@ -73,19 +80,28 @@ JSON: {"file", "cpus", "pages", "ram", "bytes", "seconds", "msrs", "notes"}."""
     POSITIONAL_COMPLETION = gdb.COMPLETE_FILENAME
 
     def arguments(self, parser):
-        parser.add_argument("file")
+        parser.add_argument("file", nargs="?")
         parser.add_argument("--ram", action="store_true")
         parser.add_argument("--no-msrs", action="store_true")
+        parser.add_argument("--core", metavar="CORE")
 
     def run(self, args):
+        if args.core is not None:
+            if args.file or args.ram:
+                raise gdb.GdbError("gdbext-save: --core CORE takes no FILE and no --ram (a core holds all RAM)")
+            r = save_core(args.core, msrs=not args.no_msrs)
+            text = (f"gdbext: QEMU wrote {r.file} ({r.bytes:,} bytes) and gdbext its sidecar "
+                    f"{sidecar_name(r.file)}, {len(r.cpus)} vCPU(s), in {r.seconds:.2f} s")
+            return r, "\n".join([text] + [f"note: {n}" for n in r.notes])
+        if not args.file:
+            raise gdb.GdbError("gdbext-save: give a FILE (or --core CORE)")
         r = save(args.file, ram=args.ram, msrs=not args.no_msrs)
         text = (f"gdbext: saved {len(r.cpus)} vCPU(s) and {r.pages} pages"
                 f"{' (all RAM)' if r.ram else ''} to {r.file}: {r.bytes:,} bytes in {r.seconds:.2f} s")
         return r, "\n".join([text] + [f"note: {n}" for n in r.notes])
 
 
-def save(path: str, *, ram: bool = False, msrs: bool = True, report: Optional[dict] = None) -> SaveReport:
-    """gdbext-save, for triage too."""
+def _writable(path: str) -> None:
     if not path:
         raise gdb.GdbError("gdbext-save: give a file name")
     if os.path.isdir(path):
@@ -93,20 +109,41 @@ def save(path: str, *, ram: bool = False, msrs: bool = True, report: Optional[di
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise gdb.GdbError(f"gdbext-save: cannot write {path}: no directory {parent}")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise gdb.GdbError(f"gdbext-save: cannot write {path}: permission denied")
+
+
+def _msr_names(state) -> dict[str, int]:
+    from gdbext.model.snapshot import MSR_NAMES
+
+    by_number = {v: k for k, v in MSR_NAMES.items()}
+    return {by_number.get(n, f"{n:#x}"): n for c in state.cpus for n in sorted(c.msrs)}
+
+
+def save_core(path: str, *, msrs: bool = True) -> SaveReport:
+    """gdbext-save --core: QEMU's core, and gdbext's sidecar with what it lacks."""
+    _writable(path)
+    _writable(sidecar_name(path))
+    start = time.perf_counter()
+    capture = saved.capture(ram=False, msrs=msrs, memory=False)
+    saved.dump_core(path)
+    write_state(sidecar_name(path), capture, 6)
+    state = capture.state
+    return SaveReport(file=path, cpus=tuple(c.cpu for c in state.cpus), pages=0, ram=True,
+                      bytes=os.path.getsize(path), seconds=round(time.perf_counter() - start, 3),
+                      msrs=_msr_names(state), notes=tuple(capture.notes))
+
+
+def save(path: str, *, ram: bool = False, msrs: bool = True, report: Optional[dict] = None) -> SaveReport:
+    """gdbext-save, for triage too."""
+    _writable(path)
     start = time.perf_counter()
     capture = saved.capture(ram=ram, msrs=msrs, report=report)
     size = write_state(path, capture, 1 if ram else 6)
     seconds = time.perf_counter() - start
     state = capture.state
-    names = {}
-    from gdbext.model.snapshot import MSR_NAMES
-
-    by_number = {v: k for k, v in MSR_NAMES.items()}
-    for c in state.cpus:
-        for number in c.msrs:
-            names[by_number.get(number, f"{number:#x}")] = number
     return SaveReport(file=path, cpus=tuple(c.cpu for c in state.cpus), pages=len(state.pages),
-                      ram=ram, bytes=size, seconds=round(seconds, 3), msrs=names,
+                      ram=ram, bytes=size, seconds=round(seconds, 3), msrs=_msr_names(state),
                       notes=tuple(capture.notes))
 
 
@@ -128,7 +165,7 @@ class OpenReport:
 class Open(GdbextCommand):
     """Open a saved machine state in place of a target, for the read-only commands.
 
-Usage: gdbext-open FILE [--cpu N] [--json]
+Usage: gdbext-open FILE [--cpu N] [--sidecar STATE | --no-sidecar] [--json]
        gdbext-open --close
 
 FILE is what `gdbext-save` or triage's --save-state wrote, or an ELF core
@@ -140,6 +177,12 @@ was not saved, and MSRs that were not, are said to be so.  Whatever needs a
 live guest (`sysret-watch`, `fault-watch`, the monitor) refuses in one line.
 --cpu N    the vCPU to look at (default: the first saved); `gdbext-cpu N`
            changes it later.
+--sidecar STATE  for a core: the gdbext state file of the same stop with
+           EFER, the MSRs and HLT (default CORE.gdbext, which
+           `gdbext-save --core` writes, when it exists); checked against
+           the core's registers.  Without one these are "unknown (not in a
+           QEMU core)", and EFER is inferred where certain (see docs).
+--no-sidecar     ignore CORE.gdbext.
 --close    forget the saved state (connecting to a target does too).
 JSON: {"file", "origin", "cpus", "cpu", "pages", "ram", "unknown", "notes", "closed"}."""
 
@@ -151,6 +194,9 @@ JSON: {"file", "origin", "cpus", "cpu", "pages", "ram", "unknown", "notes", "clo
         parser.add_argument("file", nargs="?")
         parser.add_argument("--cpu", type=number_type("a vCPU index", 0, 4095))
         parser.add_argument("--close", action="store_true")
+        side = parser.add_mutually_exclusive_group()
+        side.add_argument("--sidecar", metavar="STATE")
+        side.add_argument("--no-sidecar", action="store_true")
 
     def run(self, args):
         if args.close:
@@ -167,7 +213,7 @@ JSON: {"file", "origin", "cpus", "cpu", "pages", "ram", "unknown", "notes", "clo
         if not args.file:
             raise gdb.GdbError("gdbext-open: give a FILE to open (or --close)")
         try:
-            session = saved.open_file(args.file)
+            session = saved.open_file(args.file, args.sidecar, not args.no_sidecar)
         except MachineStateError as exc:
             raise gdb.GdbError(f"gdbext-open: {args.file}: {exc}") from None
         except OSError as exc:

@@ -113,25 +113,51 @@ class SavedSession(Session):
         raise TargetError(f"gdbext: MSR {number:#x} of vCPU {self.selected} was not saved in {self.name}")
 
 
-def open_file(path: str) -> SavedSession:
-    """Open a machine-state file in place of a target; MachineStateError or
-    OSError (one line) when it cannot be read."""
+def open_file(path: str, sidecar: Optional[str] = None, use_sidecar: bool = True) -> SavedSession:
+    """Open a machine-state file (or a QEMU core, with the gdbext state file
+    `sidecar` of the same stop, by default CORE.gdbext when it exists) in
+    place of a target; MachineStateError or OSError (one line) when it
+    cannot be read."""
+    from gdbext.model.qemu_core import read_core, sidecar_name
+
     if gdb.selected_inferior().connection is not None:
         raise TargetError("gdbext-open: gdb is connected to a target; `disconnect` first "
                           "(a saved state is opened in place of a target)")
-    if os.path.isdir(path):
-        raise MachineStateError(f"{path} is a directory, not a machine-state file")
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _read(path)
     if data[:4] == b"\x7fELF":
-        from gdbext.model.qemu_core import read_core
-
-        state = read_core(data)
+        side = None
+        if use_sidecar:
+            name = sidecar or sidecar_name(path)
+            if sidecar is not None or os.path.exists(name):
+                try:
+                    side = MachineState.decode(_read(name))
+                except MachineStateError as exc:
+                    raise MachineStateError(f"the sidecar {name}: {exc}") from None
+        state = read_core(data, side)
+    elif sidecar is not None:
+        raise MachineStateError("--sidecar is for a QEMU core; this is a gdbext state file")
     else:
         state = MachineState.decode(data)
     session = SavedSession(state, os.path.basename(path))
     open_offline(session)
     return session
+
+
+def _read(path: str) -> bytes:
+    if os.path.isdir(path):
+        raise MachineStateError(f"{path} is a directory, not a machine-state file")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def dump_core(path: str) -> None:
+    """QEMU's own ELF core of the guest (`dump-guest-memory`), written by
+    QEMU: the path is made absolute, as QEMU runs in another directory."""
+    from gdbext.target.remote import hmp
+
+    answer = hmp(f"dump-guest-memory {os.path.abspath(path)}").strip()
+    if answer or not os.path.exists(path):
+        raise TargetError(f"gdbext: QEMU's dump-guest-memory failed: {answer or 'no file written'}")
 
 
 # ---------------------------------------------------------------------------
@@ -145,9 +171,10 @@ class Capture:
     notes: List[str] = field(default_factory=list)
 
 
-def capture(*, ram: bool = False, msrs: bool = True, report: Optional[dict] = None) -> Capture:
+def capture(*, ram: bool = False, msrs: bool = True, report: Optional[dict] = None,
+            memory: bool = True) -> Capture:
     """Every vCPU of the stopped guest (gdb's threads) and the pages a later
-    look needs; all guest RAM with `ram`.  msrs: read the MSRs the commands
+    look needs (none without `memory`); all guest RAM with `ram`.  msrs: read the MSRs the commands
     show (rdmsr, as `info msr` does); else only those already known."""
     from gdbext.target.memory import PHYS
     from gdbext.target.remote import hmp
@@ -173,8 +200,9 @@ def capture(*, ram: bool = False, msrs: bool = True, report: Optional[dict] = No
             cpu = CpuState.of(snap)
             cpu.msrs = {**known_msrs(snap.cpu), **snap.msrs}
             cpus.append(cpu)
-            with PHYS.session():
-                pages.update(_pages_of(snap, ram_ranges, PHYS.read))
+            if memory:
+                with PHYS.session():
+                    pages.update(_pages_of(snap, ram_ranges, PHYS.read))
     finally:
         if selected is not None and selected.is_valid():
             selected.switch()
