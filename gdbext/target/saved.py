@@ -107,9 +107,11 @@ class SavedSession(Session):
         return snap
 
     def _no_msr(self, number: int) -> int:
-        unknown = [u for u in self.machine.unknown if u.startswith(f"MSR {number:#x}:")]
-        if unknown:
-            raise TargetError("gdbext: " + unknown[0])
+        if self.machine.origin == "qemu-core":
+            from gdbext.model.qemu_core import NOT_IN_CORE
+
+            raise TargetError(f"gdbext: MSR {number:#x}: {NOT_IN_CORE}; `gdbext-save --core` writes a "
+                              "sidecar with the MSRs")
         raise TargetError(f"gdbext: MSR {number:#x} of vCPU {self.selected} was not saved in {self.name}")
 
 
