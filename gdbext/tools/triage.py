@@ -19,7 +19,10 @@ through gdbext.tools.driver, so QEMU and gdb are always stopped in `finally`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gzip
 import json
+import shlex
 import os
 import re
 import signal
@@ -124,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-int-log", action="store_true",
                    help="do not have QEMU log the exceptions it delivers (-d int); without the log a triple "
                         "fault is only a reset")
+    p.add_argument("--save-state", type=Path, metavar="FILE",
+                   help="save the machine state at the stop (every vCPU, its tables, stacks and code; "
+                        "gdbext-save) with this report in it: `gdbext-open FILE` in gdb, or --from FILE")
+    p.add_argument("--save-ram", action="store_true",
+                   help="save all guest RAM in the machine state too (to --save-state FILE, else next to "
+                        "the --json report)")
+    boot.add_argument("--from", dest="from_file", type=Path, metavar="FILE",
+                      help="boot nothing: render the report saved in a --save-state FILE again "
+                           "(text, --json, --junit)")
     return p
 
 
@@ -162,6 +174,17 @@ class Triage:
     state: dict[str, Any] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # The machine state saved at the stop (--save-state): {"file" (its name,
+    # no directory), "bytes", "seconds", "pages", "ram", "cpus"}; None if not saved.
+    saved_state: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "Triage":
+        """The report a --json document (or a saved machine state) holds."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(doc, dict) or "stopped_because" not in doc:
+            raise TriageError("the file holds no triage report")
+        return cls(**{k: v for k, v in doc.items() if k in names})
 
     @property
     def guest_failed(self) -> bool:
@@ -189,7 +212,8 @@ class Triage:
                 "stop": self.stop, "timeout_reason": self.timeout_reason,
                 "limit_seconds": self.limit_seconds, "run_for": self.run_for, "hang": self.hang,
                 "scenario": self.scenario, "serial_log": self.serial_log, "state": self.state,
-                "durations": self.durations, "errors": self.errors, "status": self.status}
+                "durations": self.durations, "errors": self.errors, "saved_state": self.saved_state,
+                "status": self.status}
 
 
 # ---------------------------------------------------------------------------
@@ -596,6 +620,8 @@ def run(args: argparse.Namespace, qemu_args: list[str]) -> Triage:
             report.state = collect_state(driver, extra)
             if watch_before is not None and "error" not in watch_before:
                 report.state["sysret-watch status"] = watch_before
+            if state_path(args) is not None:
+                save_state(driver, state_path(args), args.save_ram, report)
         else:
             report.errors.append("the guest exited: no CPU state to collect")
         report.durations["collect"] = round(time.monotonic() - t, 3)
@@ -957,6 +983,11 @@ def text_report(report: Triage) -> str:
     failed = [name for name, doc in report.state.items() if isinstance(doc, dict) and "error" in doc]
     if failed:
         lines.append("  not collected: " + "; ".join(f"{n}: {_first(report.state[n]['error'])}" for n in failed))
+    if report.saved_state:
+        st = report.saved_state
+        lines.append(f"  machine state: {st.get('file')} ({st.get('bytes') or 0:,} bytes"
+                     + (", all RAM" if st.get("ram") else "") + f"): `gdbext-open {st.get('file')}` in gdb "
+                     "looks further, `--from` renders this report again")
     for err in report.errors:
         lines.append(f"  note: {err}")
     lines.append("  durations: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.durations.items()))
@@ -1021,6 +1052,102 @@ def junit_xml(report: Triage) -> str:
     return ET.tostring(suite, encoding="unicode")
 
 
+# ---------------------------------------------------------------------------
+# The machine state at the stop (--save-state, --save-ram, --from)
+# ---------------------------------------------------------------------------
+
+SAVE_TIMEOUT = 180.0   # --save-ram of a large guest through the stub
+
+
+def state_path(args: argparse.Namespace) -> Path | None:
+    """Where the machine state goes: --save-state FILE, or with --save-ram
+    alone next to the --json report."""
+    if getattr(args, "save_state", None) is not None:
+        return args.save_state
+    if getattr(args, "save_ram", False) and args.json_path is not None:
+        return args.json_path.with_name(args.json_path.name.removesuffix(".json") + ".state.json.gz")
+    return None
+
+
+def check_state_path(args: argparse.Namespace) -> None:
+    if args.save_ram and state_path(args) is None:
+        raise TriageError("--save-ram: give --save-state FILE (or --json FILE, to save next to it)")
+    check_output_path("--save-state", state_path(args))
+
+
+def save_state(driver, path: Path, ram: bool, report: Triage) -> None:
+    """gdbext-save at the stop; a failure is a note in the report, never fatal."""
+    from gdbext.tools.driver import GdbError, GdbTimeout
+
+    t = time.monotonic()
+    command = f"gdbext-save {shlex.quote(str(path))}" + (" --ram" if ram else "")
+    try:
+        doc = driver.json(command, timeout=SAVE_TIMEOUT if ram else COMMAND_TIMEOUT)
+    except (GdbError, GdbTimeout) as exc:
+        report.errors.append(f"the machine state was not saved: {_first(str(exc))}")
+        return
+    report.saved_state = {"file": path.name, "bytes": doc.get("bytes"), "seconds": doc.get("seconds"),
+                          "pages": doc.get("pages"), "ram": doc.get("ram"), "cpus": doc.get("cpus")}
+    report.durations["save_state"] = round(time.monotonic() - t, 3)
+
+
+# An absolute path with at least one directory: /DIR/.../NAME.
+_ABS_PATH = re.compile(r"(?<![\w.~-])(/(?:[\w.+@-]+/)+)([\w.+@-]*)")
+
+
+def without_paths(doc: Any) -> Any:
+    """`doc` with each absolute path whose directory exists on this machine
+    (or is a temporary one) cut to its last part (a machine-state file names no path of the machine
+    that wrote it).  The guest's serial log is the guest's own text: kept."""
+    temporary = tempfile.gettempdir().rstrip("/") + "/"
+
+    def cut(match: re.Match) -> str:
+        # Temporary directories (QEMU's log) are gone by now: cut them too.
+        ours = os.path.isdir(match.group(1)) or match.group(1).startswith(temporary)
+        return match.group(2) if ours else match.group(0)
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return _ABS_PATH.sub(cut, value)
+        if isinstance(value, dict):
+            return {k: (v if k == "serial_log" else walk(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(json.loads(json.dumps(doc, default=str)))
+
+
+def embed_report(path: Path, report: Triage, args: argparse.Namespace) -> None:
+    """Put the finished report into the saved machine state, for --from."""
+    # The JSON is edited as it is: the memory runs stay compressed as saved.
+    try:
+        doc = json.loads(gzip.decompress(path.read_bytes()))
+    except (EOFError, ValueError) as exc:
+        raise OSError(f"{path}: cannot add the report: {exc}") from None
+    doc["report"] = without_paths(report.to_json())
+    text = json.dumps(doc, separators=(",", ":")).encode()
+    temporary = path.with_name(path.name + ".part")
+    temporary.write_bytes(gzip.compress(text, compresslevel=1, mtime=0))
+    os.replace(temporary, path)
+
+
+def report_from_state(path: Path) -> Triage:
+    """The report a --save-state file holds (for --from)."""
+    from gdbext.model.machine_state import MachineState, MachineStateError
+
+    try:
+        state = MachineState.decode(path.read_bytes())
+    except OSError as exc:
+        raise TriageError(f"--from {path}: {exc.strerror or exc}") from None
+    except MachineStateError as exc:
+        raise TriageError(f"--from {path}: {exc}") from None
+    if state.report is None:
+        raise TriageError(f"--from {path}: a machine state with no triage report in it (gdbext-save writes "
+                          "none; triage --save-state does)")
+    return Triage.from_json(state.report)
+
+
 def _split_qemu_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     argv = list(argv)
     if "--" in argv:
@@ -1050,7 +1177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         parser.prog = prog
         args = parser.parse_args(ours)
-        report = run(args, qemu_args)
+        if args.from_file is not None:
+            if qemu_args or args.save_state or args.save_ram:
+                raise TriageError("--from FILE boots nothing: no QEMU arguments, --save-state or --save-ram")
+            report = report_from_state(args.from_file)
+        else:
+            check_state_path(args)
+            report = run(args, qemu_args)
     except TriageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -1066,6 +1199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.json_path.write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n")
         if args.junit:
             args.junit.write_text(junit_xml(report) + "\n")
+        if args.from_file is None and report.saved_state is not None:
+            embed_report(state_path(args), report, args)
     except OSError as exc:
         print(f"{prog}: error: cannot write the report: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

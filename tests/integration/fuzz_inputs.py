@@ -366,6 +366,11 @@ def judge_file(tok: Tok, live: Live) -> Judgement:
     return _refuse("not a readable ELF file")
 
 
+def judge_cpu_index(tok: Tok, live: Live) -> Judgement:
+    """A vCPU index of a saved machine state: 0..4095."""
+    return judge_number(tok, live, 0, 4095)
+
+
 _VECTOR_END = r"\s*(0[xX][0-9a-fA-F]+|[0-9]+)\s*"
 
 
@@ -481,6 +486,13 @@ COMMANDS: dict[str, Spec] = {
     "gdbext-symbols": Spec((Slot("FILE", "file", judge_file, (), optional=False, numeric=False),
                             Slot("OFFSET", "offset", offset, NUMBERS)), ()),
     "gdbext-status": Spec((), ()),
+    # Connected to a live guest, both always refuse (a saved state opens only
+    # in place of a target; gdbext-cpu picks a saved vCPU).  gdbext-save is
+    # not fuzzed: its FILE words would be written to (/etc/passwd as root).
+    "gdbext-open": Spec((Slot("FILE", "file", judge_file, (), numeric=False),),
+                        (Slot("--cpu", "cpu", judge_cpu_index, NUMBERS), _flag("--close"),
+                         _flag("--no-sidecar"))),
+    "gdbext-cpu": Spec((Slot("N", "cpu", judge_cpu_index, NUMBERS),), ()),
 }
 
 JUNK_OPTIONS = ("--nope", "--JSON", "-j", "--json=1", "---json", "-x", "--no-such-option=3")
@@ -596,6 +608,10 @@ def expect(case: Case, live: Live) -> Expectation:
         verdicts.append((REFUSE, "--vectors, --user and --record go with `on` only"))
     if case.command == "info fault":
         verdicts.append((EITHER, "no exception caught yet: a one-line refusal"))
+    if case.command == "gdbext-open":
+        verdicts.append((REFUSE, "gdbext-open refuses while gdb is connected to a target"))
+    if case.command == "gdbext-cpu":
+        verdicts.append((REFUSE, "gdbext-cpu needs an open saved machine state"))
     refusals = [r for v, r in verdicts if v == REFUSE]
     if refusals:
         return Expectation(REFUSE, refusals, values, negatives)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -189,3 +191,119 @@ def test_qemu_core_without_sidecar_says_what_is_unknown(stop):
     assert gdt["entries"] == json.loads(stop["live"]["info gdt"])["entries"] or \
         [dict(e, used_by=None) for e in gdt["entries"]] == \
         [dict(e, used_by=None) for e in json.loads(stop["live"]["info gdt"])["entries"]]
+
+
+# -- triage: the state at the stop, and the report again without QEMU ---------
+
+def test_triage_saves_the_state_and_renders_the_report_again(tmp_path):
+    root = launch.build_kernel().elf.parents[2]
+    state, report, junit = tmp_path / "state.json.gz", tmp_path / "report.json", tmp_path / "junit.xml"
+    proc = subprocess.run([str(root / "scripts" / "triage"), "--scenario", "gdt-order", "--timeout", "60",
+                           "--save-state", str(state), "--json", str(report), "--junit", str(junit)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr   # gdt-order's STAR finding
+    live = json.loads(report.read_text())
+    assert live["saved_state"]["file"] == "state.json.gz" and live["saved_state"]["bytes"] > 0
+    saved_text = gzip.decompress(state.read_bytes()).decode()
+    assert str(tmp_path) not in saved_text and str(root) not in saved_text
+    # --from: the same report, text, JSON and JUnit, with no QEMU (paths of
+    # this machine cut to their last part, as the state file holds them).
+    again_json, again_junit = tmp_path / "again.json", tmp_path / "again.xml"
+    rerun = subprocess.run([sys.executable, "-m", "gdbext.tools.triage", "--from", str(state),
+                            "--json", str(again_json), "--junit", str(again_junit)],
+                           capture_output=True, text=True, timeout=60, check=False, cwd=root)
+    assert rerun.returncode == 1, rerun.stderr
+    again = json.loads(again_json.read_text())
+    assert again["findings"] == live["findings"] and again["status"] == live["status"]
+    assert again["state"]["info gdt"] == live["state"]["info gdt"]
+    assert again["serial_log"] == live["serial_log"]
+    assert again_junit.read_text() == junit.read_text()
+    strip = re.compile(r"/(?:[\w.+@-]+/)+")
+    assert strip.sub("", rerun.stdout) == strip.sub("", proc.stdout)
+    # And gdb looks further at the stop triage saved: the same GDT and CPU.
+    with GdbDriver(elf=launch.build_kernel().elf, timeout=60) as gdb:
+        gdb.load_gdbext()
+        gdb.command(f"gdbext-open {state}")
+        assert gdb.json("info cpl") == live["state"]["info cpl"]
+        assert gdb.json("info gdt") == live["state"]["info gdt"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--from", "/nonexistent/state.json.gz"], "No such file"),
+    (["--from", "/etc/hostname"], "not a gdbext machine-state file"),
+    (["--save-ram"], "--save-ram: give --save-state FILE"),
+    (["--from", "x.gz", "--scenario", "ok"], "not allowed with"),
+])
+def test_triage_state_options_refuse_bad_input(capsys, argv, words):
+    from gdbext.tools import triage
+
+    assert triage.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+
+
+# -- bad input: one line, no traceback, with no target at all -----------------
+
+def _refused(gdb: GdbDriver, command: str) -> str:
+    result, seen = gdb.mi(f'-interpreter-exec console "{command}"')
+    printed = "".join(m.get("payload") or "" for m in seen if m.get("type") in ("console", "log", "output"))
+    assert result.get("message") == "error", f"{command} did not fail: {printed[:300]!r}"
+    message = (result.get("payload") or {}).get("msg", "")
+    assert "Traceback" not in printed + message and "internal error" not in message, printed + message
+    assert message.strip() and "\n" not in message.strip(), message
+    return message
+
+
+def test_bad_files_are_refused_in_one_line(tmp_path):
+    good = tmp_path / "good.json.gz"
+    doc = {"format": "gdbext-machine-state", "version": 1, "cpus": [], "memory": {}}
+    files = {
+        "missing": (tmp_path / "missing.json.gz", "No such file"),
+        "garbage": (tmp_path / "garbage", "not gzip-compressed"),
+        "truncated": (tmp_path / "truncated.gz", "damaged or truncated"),
+        "version": (tmp_path / "version.gz", "version 99 is not one"),
+        "no-memory": (tmp_path / "nocpu.gz", "memory is not zlib+base64 runs"),
+        "directory": (tmp_path, "is a directory"),
+        "not-a-core": (launch.build_kernel().elf, "not an x86_64 core"),
+    }
+    files["garbage"][0].write_bytes(b"\x00garbage" * 100)
+    full = gzip.compress(json.dumps({**doc, "version": 1}).encode() * 50)
+    files["truncated"][0].write_bytes(full[: len(full) // 2])
+    files["version"][0].write_bytes(gzip.compress(json.dumps({**doc, "version": 99}).encode()))
+    files["no-memory"][0].write_bytes(gzip.compress(json.dumps(doc).encode()))
+    with GdbDriver(elf=launch.build_kernel().elf, timeout=60) as gdb:
+        gdb.load_gdbext()
+        for name, (path, words) in files.items():
+            message = _refused(gdb, f"gdbext-open {path}")
+            assert words in message, (name, message)
+        assert "no saved machine state is open" in _refused(gdb, "gdbext-open --close")
+        assert "give a FILE" in _refused(gdb, "gdbext-open")
+        assert "no saved machine state is open" in _refused(gdb, "gdbext-cpu 1")
+        # Saving needs a target; a path that cannot be written is said first.
+        assert "no target" in _refused(gdb, f"gdbext-save {good}")
+        assert "is a directory" in _refused(gdb, f"gdbext-save {tmp_path}")
+        assert "no directory" in _refused(gdb, f"gdbext-save {tmp_path}/missing/state.gz")
+        assert "give a FILE" in _refused(gdb, "gdbext-save")
+        assert not good.exists()
+        # Nothing is open after a refusal: the commands still say "no target".
+        assert "no target" in _refused(gdb, "info cpl")
+
+
+def test_a_state_opens_only_in_place_of_a_target(kernel_session, tmp_path):
+    with kernel_session("spin") as (qemu, gdb):
+        gdb.command("tbreak user_main")
+        gdb.resume_until_stop(BOOT_TIMEOUT)
+        state = tmp_path / "s.json.gz"
+        gdb.command(f"gdbext-save {state}")
+        assert "connected to a target" in _refused(gdb, f"gdbext-open {state}")
+        assert "no saved machine state" in _refused(gdb, "gdbext-cpu 0")
+        live = gdb.json("info cpl")
+        gdb.command("disconnect")
+        gdb.command(f"gdbext-open {state}")
+        assert gdb.json("info cpl") == live
+        assert "not saved" in _refused(gdb, "pagewalk 0x7f0000000000 --cr3 0x1000")
+        assert "no vCPU 7" in _refused(gdb, "gdbext-cpu 7")
+        # Connecting again ends the saved state: the live guest answers.
+        gdb.connect(qemu.gdb_port)
+        assert gdb.json("info cpl") == live
+        assert "no saved machine state is open" in _refused(gdb, "gdbext-open --close")
