@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 
 import gdb
@@ -105,6 +106,12 @@ JSON: {"msrs": {"EFER": int, "STAR": int, ...}, "decoded": {...}, "errors": {...
         except gdb.GdbError:
             pass  # the report shows each unreadable MSR with the reason
         r = msr_report(snap, only, symbolize)
+        unknown = target.efer_unknown()
+        if unknown and "EFER" in r.msrs:
+            # A QEMU core: EFER is not in it; the value the commands use is
+            # inferred (see gdbext-open), not shown as if read.
+            r = dataclasses.replace(r, msrs={**r.msrs, "EFER": None}, errors={**r.errors, "EFER": unknown},
+                                    decoded={k: v for k, v in r.decoded.items() if k != "EFER"})
         return r, lambda: msr_text(r, output_width())
 
 

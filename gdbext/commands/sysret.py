@@ -113,6 +113,9 @@ JSON: {"findings": [{"rule", "severity", "message", "consequence", "values"}],
 
     def run(self, args):
         snap = target.snapshot()
+        unknown = target.efer_unknown()
+        if unknown:
+            raise gdb.GdbError(f"sysret-check: EFER.SCE decides whether SYSRET runs at all, and {unknown}")
         address = snap.rip if args.address is None else args.address
         found = _site_opsize(address)
         opsize = args.opsize or found or 64
@@ -587,6 +590,8 @@ the condition fails with one line saying so: stop once and run `info msr`."""
             if size not in (32, 64):
                 raise gdb.GdbError(f"$sysret_ok: the operand size is 32 or 64, not {size}")
         snap = target.snapshot()
+        if target.efer_unknown():
+            raise gdb.GdbError(f"$sysret_ok: {target.efer_unknown()}")
         if size is None:
             size = _site_opsize(snap.rip) or 64
         if target.in_condition():

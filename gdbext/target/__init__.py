@@ -38,6 +38,7 @@ from gdbext.target.snapshots import (
     known_msrs,
     monitor_state,
     read_msrs,
+    efer_unknown,
     read_virtual,
     snapshot,
     stop_snapshot,
@@ -48,5 +49,5 @@ __all__ = [
     "Session", "current", "drop", "on_drop", "peek", "in_condition", "known_msrs",
     "PHYS", "LiveRegisters", "TargetError", "connect_events", "forget_monitor", "hmp", "in_stop_callback",
     "invalidate", "monitor_state", "phys_mode", "read_msrs", "require_qemu", "uses_kvm", "reset_phys_mode", "selected_cpu",
-    "send_packet", "snapshot", "stop_snapshot", "offline", "read_virtual",
+    "send_packet", "snapshot", "stop_snapshot", "offline", "read_virtual", "efer_unknown",
 ]

@@ -88,6 +88,11 @@ class SavedSession(Session):
     def valid(self) -> bool:
         return True
 
+    def efer_unknown(self) -> str | None:
+        """What the source said about EFER when it could not hold it (a
+        QEMU core with no sidecar), else None."""
+        return next((u for u in self.machine.unknown if u.startswith("EFER: ")), None)
+
     def describe(self) -> str:
         return f"the saved machine state {self.name}"
 

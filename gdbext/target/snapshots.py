@@ -202,6 +202,13 @@ def known_msrs(cpu: int) -> Dict[int, int]:
     return dict(session.msrs.get(cpu, {})) if session is not None else {}
 
 
+def efer_unknown() -> Optional[str]:
+    """Why EFER is not known (an open QEMU core with no sidecar), else None:
+    commands that would decide from EFER.SCE or show EFER say so instead."""
+    saved = offline()
+    return saved.efer_unknown() if saved is not None else None  # type: ignore[attr-defined]
+
+
 def read_virtual(address: int, size: int) -> bytes:
     """`size` bytes at a virtual address of the selected vCPU: gdb's own read
     live; through the saved page tables and pages when a saved state is open

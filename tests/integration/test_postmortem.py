@@ -118,7 +118,7 @@ def stop(request, tmp_path_factory):
             for command in CORE_COMMANDS:
                 out["core"][command] = _answer(gdb, command)
             out["open_bare"] = gdb.json(f"gdbext-open {core} --no-sidecar")
-            for command in ("info msr", "info gdt", "ptdump"):
+            for command in ("info msr", "info gdt", "ptdump", "sysret-check", "info cpl"):
                 out["core_bare"][command] = _answer(gdb, command)
         core.unlink(missing_ok=True)  # hundreds of MiB: not kept past the module
     return out
@@ -184,6 +184,11 @@ def test_qemu_core_without_sidecar_says_what_is_unknown(stop):
     assert "EFER: unknown (not in a QEMU core)" in unknown and "LMA=LME=1 inferred" in unknown
     msr = json.loads(stop["core_bare"]["info msr"])
     assert msr["msrs"]["STAR"] is None and "unknown (not in a QEMU core)" in msr["errors"]["STAR"]
+    assert msr["msrs"]["EFER"] is None and "unknown (not in a QEMU core)" in msr["errors"]["EFER"]
+    # SYSRET's first rule is EFER.SCE: with EFER unknown, no verdict at all.
+    assert stop["core_bare"]["sysret-check"].startswith("error: sysret-check: EFER.SCE")
+    # The mode is certain from CR0, CR4 and CS.L: the same as live.
+    assert _comparable(stop["core_bare"]["info cpl"]) == _comparable(stop["live"]["info cpl"])
     # The page tables and the GDT are in the core itself: the same answer
     # (this kernel sets EFER.NXE, which the core's reader assumes).
     assert json.loads(stop["core_bare"]["ptdump"])["ranges"] == json.loads(stop["live"]["ptdump"])["ranges"]
