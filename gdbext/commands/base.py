@@ -94,7 +94,10 @@ def _saved_registers(text: str) -> str:
         return text
     from gdbext.target.snapshots import snapshot
 
-    regs = snapshot().regs
+    try:
+        regs = snapshot().regs
+    except (SnapshotError, gdb.GdbError):
+        return text   # the command says why when it asks for the snapshot itself
     return _REGISTER_TOKEN.sub(lambda m: f"{regs[m.group(1)]:#x}" if m.group(1) in regs else m.group(0), text)
 
 

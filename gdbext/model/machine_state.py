@@ -108,6 +108,9 @@ class MachineState:
     unknown: what the source could not hold, said as it is shown
              (e.g. "EFER: unknown (not in a QEMU core)").
     report:  a document saved with the state (triage's report), or None.
+    uncertain: vCPUs whose operating mode the source leaves open (a QEMU
+             core without EFER, outside certain long mode): nothing is
+             decoded for them.  Not saved: a file gdbext writes knows EFER.
     """
 
     cpus: List[CpuState]
@@ -117,6 +120,7 @@ class MachineState:
     unknown: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     report: Optional[dict] = None
+    uncertain: List[int] = field(default_factory=list)
 
     # -- use -------------------------------------------------------------
     def cpu(self, index: int) -> CpuState:
@@ -146,6 +150,9 @@ class MachineState:
         from the saved values (`msr_missing(number)` for the others; by
         default SnapshotError)."""
         c = self.cpu(index)
+        if index in self.uncertain:
+            reason = next((u for u in self.unknown if f"vCPU {index}'s mode is not certain" in u), "")
+            raise SnapshotError(reason or f"vCPU {index}'s operating mode is not known")
 
         def no_msr(number: int) -> int:
             if msr_missing is not None:

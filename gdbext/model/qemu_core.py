@@ -138,8 +138,9 @@ def infer_efer(c: CpuState) -> Tuple[int, str]:
                 "EFER: " + NOT_IN_CORE + "; LMA=LME=1 inferred (CR0.PG, CR4.PAE and CS.L=1 mean "
                 "IA-32e mode is active), NXE=1 assumed (bit 63 of paging entries read as no-execute), "
                 "SCE unknown; a gdbext state file of the same stop (--sidecar) has the real value")
-    return 0, ("EFER: " + NOT_IN_CORE + "; taken as 0 (IA-32e mode is not certain: CR0.PG, CR4.PAE "
-               "and CS.L are not all 1); a gdbext state file of the same stop (--sidecar) has the real value")
+    return 0, (f"EFER: {NOT_IN_CORE}; vCPU {c.cpu}'s mode is not certain (CR0.PG, CR4.PAE and CS.L are "
+               "not all 1: compatibility mode and legacy PAE paging look alike), so nothing is decoded for it; "
+               "a gdbext state file of the same stop (--sidecar) has EFER")
 
 
 def read_core(data: bytes, sidecar: Optional[MachineState] = None) -> MachineState:
@@ -169,7 +170,7 @@ def read_core(data: bytes, sidecar: Optional[MachineState] = None) -> MachineSta
         raise MachineStateError(f"a damaged ELF core ({exc})") from None
     if not qemu_notes:
         raise MachineStateError("an ELF core with no QEMU notes: not written by QEMU's dump-guest-memory")
-    cpus, unknown = [], []
+    cpus, unknown, uncertain = [], [], []
     for index, desc in enumerate(qemu_notes):
         try:
             c, missing = _cpu(index, desc)
@@ -186,11 +187,14 @@ def read_core(data: bytes, sidecar: Optional[MachineState] = None) -> MachineSta
             c.regs["efer"], said = infer_efer(c)
             if said not in unknown:
                 unknown.append(said)
+            if not c.regs["efer"]:
+                uncertain.append(c.cpu)
         unknown.append("MSRs (STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*...): " + NOT_IN_CORE)
         unknown.append("HLT: " + NOT_IN_CORE + "; vCPUs are shown as not halted")
     pages = CorePages(data, loads)
     return MachineState(cpus=cpus, pages=pages, origin="qemu-core",  # type: ignore[arg-type]
-                        ram=[(a, a + s) for a, _o, s in sorted(loads)], unknown=unknown, notes=notes)
+                        ram=[(a, a + s) for a, _o, s in sorted(loads)], unknown=unknown, notes=notes,
+                        uncertain=uncertain)
 
 
 def _take_sidecar(cpus: List[CpuState], sidecar: MachineState) -> None:
