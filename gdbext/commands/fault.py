@@ -588,13 +588,14 @@ RFLAGS, the error code decoded, CR2 and its page walk for #PF, the
 descriptor a selector error code names, the bytes at RIP for #UD.  --all:
 every record kept (the last 64, with `fault-watch on --record`), one line
 each.  Says so in one line when nothing was caught.
+On a saved machine state (gdbext-open): what fault-watch had caught when it
+was saved.
 JSON: the report {"vector", "name", "error_code", "rip", "cs", "rflags",
 "rsp", "ss", "cpl", "mode", "cr2", "symbol", "instruction", "cpu", "source",
 "handler", "decoded", "walk", "descriptor", "bytes_at_rip", ...}; with
 --all {"records": [reports], "counts"}."""
 
     NAME = "info fault"
-    LIVE_ONLY = True
     WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_STATUS
 
@@ -602,6 +603,9 @@ JSON: the report {"vector", "name", "error_code", "rip", "cs", "rflags",
         parser.add_argument("--all", action="store_true")
 
     def run(self, args):
+        saved = target.offline()
+        if saved is not None:
+            return _saved_faults(saved, args.all)
         watch, ended = _watch_for_status()
         when = " (the connection ended)" if ended else ""
         if args.all:
@@ -614,6 +618,29 @@ JSON: the report {"vector", "name", "error_code", "rip", "cs", "rflags",
             raise ReportError(_none_caught(watch))
         last = watch.last
         return last, lambda: (f"last exception{when}:\n" if ended else "") + fault_text(last)
+
+
+def fault_state() -> dict | None:
+    """What `info fault` and `info fault --all` show now, JSON and text, for
+    a machine state saved at this stop (gdbext-save); None if nothing was caught."""
+    session = target.peek()
+    watch = session.state.get("fault-watch") if session is not None else None
+    if watch is None or watch.last is None:
+        return None
+    records = list(watch.records) or [watch.last]
+    return {"last": {"json": report_dict(watch.last), "text": fault_text(watch.last)},
+            "all": {"json": {"records": [report_dict(r) for r in records], "counts": watch.counts},
+                    "text": "\n".join([f"{len(records)} exception(s) caught:"] + [fault_line(r) for r in records])}}
+
+
+def _saved_faults(saved, everything: bool):
+    """`info fault` on a saved machine state: what fault-watch had caught when it was saved."""
+    faults = (saved.machine.extra or {}).get("fault")
+    if not faults:
+        raise ReportError(f"info fault: no exception had been caught when {saved.name} was saved "
+                          "(fault-watch was off or caught none)")
+    shown = faults["all" if everything else "last"]
+    return shown["json"], shown["text"]
 
 
 def _none_caught(watch: FaultWatch) -> str:

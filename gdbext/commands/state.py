@@ -101,6 +101,14 @@ JSON: {"file", "cpus", "pages", "ram", "bytes", "seconds", "msrs", "notes"}."""
         return r, "\n".join([text] + [f"note: {n}" for n in r.notes])
 
 
+def _extra() -> dict:
+    """What commands keep about this stop that a saved state shows again."""
+    from gdbext.commands.fault import fault_state
+
+    faults = fault_state()
+    return {"fault": faults} if faults else {}
+
+
 def _writable(path: str) -> None:
     if not path:
         raise gdb.GdbError("gdbext-save: give a file name")
@@ -125,7 +133,7 @@ def save_core(path: str, *, msrs: bool = True) -> SaveReport:
     _writable(path)
     _writable(sidecar_name(path))
     start = time.perf_counter()
-    capture = saved.capture(ram=False, msrs=msrs, memory=False)
+    capture = saved.capture(ram=False, msrs=msrs, memory=False, extra=_extra())
     saved.dump_core(path)
     write_state(sidecar_name(path), capture, 6)
     state = capture.state
@@ -138,7 +146,7 @@ def save(path: str, *, ram: bool = False, msrs: bool = True, report: Optional[di
     """gdbext-save, for triage too."""
     _writable(path)
     start = time.perf_counter()
-    capture = saved.capture(ram=ram, msrs=msrs, report=report)
+    capture = saved.capture(ram=ram, msrs=msrs, report=report, extra=_extra())
     size = write_state(path, capture, 1 if ram else 6)
     seconds = time.perf_counter() - start
     state = capture.state

@@ -9,7 +9,7 @@ The file is gzip-compressed JSON (docs/machine-state.md has the format):
      "memory": {"page_size": 4096, "encoding": "zlib+base64",
                 "runs": [{"start": PA, "pages": N, "data": "..."}]},
      "ram": [[START, END], ...] or null, "unknown": [...], "notes": [...],
-     "report": {...} or null}
+     "report": {...} or null, "extra": {"fault": {...}}}
 
 Memory is a set of whole 4 KiB guest-physical pages, stored as runs of
 consecutive pages, each run zlib-compressed then base64-encoded.  Reading a
@@ -121,6 +121,9 @@ class MachineState:
     notes: List[str] = field(default_factory=list)
     report: Optional[dict] = None
     uncertain: List[int] = field(default_factory=list)
+    # What commands kept about this stop, by name, as they would show it
+    # (e.g. "fault": info fault's JSON and text): shown again as saved.
+    extra: Dict[str, object] = field(default_factory=dict)
 
     # -- use -------------------------------------------------------------
     def cpu(self, index: int) -> CpuState:
@@ -177,6 +180,7 @@ class MachineState:
             "unknown": list(self.unknown),
             "notes": list(self.notes),
             "report": self.report,
+            "extra": self.extra,
         }
 
     def encode(self, level: int = 6) -> bytes:
@@ -208,7 +212,8 @@ class MachineState:
                         if ram is not None else None,
                         unknown=[str(u) for u in doc.get("unknown", [])],
                         notes=[str(n) for n in doc.get("notes", [])],
-                        report=doc.get("report"))
+                        report=doc.get("report"),
+                        extra=dict(doc.get("extra") or {}))
         except MachineStateError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:

@@ -179,7 +179,7 @@ class Capture:
 
 
 def capture(*, ram: bool = False, msrs: bool = True, report: Optional[dict] = None,
-            memory: bool = True) -> Capture:
+            memory: bool = True, extra: Optional[dict] = None) -> Capture:
     """Every vCPU of the stopped guest (gdb's threads) and the pages a later
     look needs (none without `memory`); all guest RAM with `ram`.  msrs: read the MSRs the commands
     show (rdmsr, as `info msr` does); else only those already known."""
@@ -218,7 +218,7 @@ def capture(*, ram: bool = False, msrs: bool = True, report: Optional[dict] = No
             pages.update(_ram_pages(ram_ranges, PHYS.read_many))
     state = MachineState(cpus=cpus, pages=pages, origin="gdbext-save",
                          ram=[(a, b) for a, b, _ in ram_ranges] if ram else None,
-                         notes=notes, report=report)
+                         notes=notes, report=report, extra=dict(extra or {}))
     return Capture(state=state, seconds=time.perf_counter() - start, notes=notes)
 
 

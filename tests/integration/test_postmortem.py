@@ -42,7 +42,7 @@ CORE_COMMANDS = ("info gdt", "ptdump", "info cpl", "pagewalk $rip", "info tss", 
 SECOND_CPU = ("info cpl", "info gdt", "info tss", "pagewalk $rsp")
 # What names the source or measures the cost: the only fields allowed to differ.
 SOURCE_FIELDS = ("phys_source", "seconds", "fetched")
-LIVE_ONLY = ("sysret-watch on", "fault-watch on", "fault-watch status", "info fault")
+LIVE_ONLY = ("sysret-watch on", "fault-watch on", "fault-watch status")
 
 
 def _normal(text: str) -> str:
@@ -341,3 +341,43 @@ def test_linux_guest_state_answers_as_live(tmp_path):
         for command in LINUX_COMMANDS:
             assert not live[command].startswith("error: "), (command, live[command])
             assert _comparable(_answer(gdb, command)) == _comparable(live[command]), command
+
+
+# -- info fault: what fault-watch caught, saved with the state ----------------
+
+@pytest.mark.parametrize("scenario, flags, vector", [
+    ("user-page-nx", "--user", 14),   # ring 3 fetches from an NX page
+    ("double-fault", "", 8),          # the #PF's own delivery faults: the first handler to run is #DF's
+])
+def test_info_fault_answers_from_the_saved_state(kernel_session, tmp_path, scenario, flags, vector):
+    state = tmp_path / "fault.json.gz"
+    commands = ("info fault", "info fault --all", "info cpl", "info idt 14", "pagewalk $rip", "ptdump --user")
+    with kernel_session(scenario) as (_qemu, gdb):
+        gdb.command(f"fault-watch on {flags}")
+        stop = gdb.resume_until_stop(BOOT_TIMEOUT)
+        assert stop is not None and stop.reason != "exited", stop
+        live = {c: _answer(gdb, c) for c in commands}
+        live_text = gdb.command("info fault")
+        assert json.loads(live["info fault"])["vector"] == vector
+        gdb.command(f"gdbext-save {state}")
+    with GdbDriver(elf=launch.build_kernel().elf, timeout=60) as gdb:
+        gdb.load_gdbext()
+        gdb.command(f"gdbext-open {state}")
+        for command in commands:
+            assert _comparable(_answer(gdb, command)) == _comparable(live[command]), command
+        assert gdb.command("info fault") == live_text
+        assert "needs a live guest" in _refused(gdb, "fault-watch on")
+
+
+def test_info_fault_on_a_state_with_no_fault(tmp_path):
+    state = tmp_path / "s.json.gz"
+    from gdbext.model.machine_state import MachineState
+    from tests.support.snapshots import captured
+    from gdbext.model.machine_state import CpuState
+
+    snap = captured("ok")[0]
+    state.write_bytes(MachineState(cpus=[CpuState.of(snap)], pages=dict(snap.pages)).encode())
+    with GdbDriver(timeout=60) as gdb:
+        gdb.load_gdbext()
+        gdb.command(f"gdbext-open {state}")
+        assert "no exception had been caught when s.json.gz was saved" in _refused(gdb, "info fault")
