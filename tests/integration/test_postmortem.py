@@ -360,6 +360,8 @@ def test_info_fault_answers_from_the_saved_state(kernel_session, tmp_path, scena
         live_text = gdb.command("info fault")
         assert json.loads(live["info fault"])["vector"] == vector
         gdb.command(f"gdbext-save {state}")
+    text = gzip.decompress(state.read_bytes()).decode()
+    assert '"fault"' in text and re.search(r'"/(tmp|home|work|usr|root)/', text) is None
     with GdbDriver(elf=launch.build_kernel().elf, timeout=60) as gdb:
         gdb.load_gdbext()
         gdb.command(f"gdbext-open {state}")

@@ -104,7 +104,8 @@ def _random_state(rng: random.Random) -> MachineState:
             pages[pfn + 1] = rng.randbytes(PAGE)
     ram = [(0, 0xA0000), (0x100000, 0x8000000)] if rng.random() < 0.5 else None
     return MachineState(cpus=cpus, pages=pages, ram=ram, unknown=["EFER: unknown"] if rng.random() < 0.5 else [],
-                        report={"verdict": rng.getrandbits(8)} if rng.random() < 0.5 else None)
+                        report={"verdict": rng.getrandbits(8)} if rng.random() < 0.5 else None,
+                        extra={"fault": {"last": {"json": {"vector": 14}, "text": "x"}}} if rng.random() < 0.5 else {})
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -115,6 +116,7 @@ def test_random_states_round_trip(seed):
     assert loaded.cpus == state.cpus
     assert loaded.pages == state.pages
     assert loaded.ram == state.ram and loaded.unknown == state.unknown and loaded.report == state.report
+    assert loaded.extra == state.extra
     # Every saved byte reads back through a snapshot, at any offset.
     for c in state.cpus:
         s = loaded.snapshot(c.cpu)
