@@ -76,6 +76,7 @@ JSON (the format is in docs/machine-state.md) and names no path.
 JSON: {"file", "cpus", "pages", "ram", "bytes", "seconds", "msrs", "notes"}."""
 
     NAME = "gdbext-save"
+    WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_FILES
     POSITIONAL_COMPLETION = gdb.COMPLETE_FILENAME
 
@@ -192,9 +193,11 @@ live guest (`sysret-watch`, `fault-watch`, the monitor) refuses in one line.
            QEMU core)", and EFER is inferred where certain (see docs).
 --no-sidecar     ignore CORE.gdbext.
 --close    forget the saved state (connecting to a target does too).
-JSON: {"file", "origin", "cpus", "cpu", "pages", "ram", "unknown", "notes", "closed"}."""
+JSON: {"file", "origin", "cpus", "cpu", "pages", "ram", "unknown", "notes",
+"closed"}."""
 
     NAME = "gdbext-open"
+    WRAP_TEXT = True
     COMMAND_CLASS = gdb.COMMAND_FILES
     POSITIONAL_COMPLETION = gdb.COMPLETE_FILENAME
 
@@ -261,6 +264,7 @@ instead (`thread N+1`: QEMU numbers threads from 1, vCPUs from 0).
 JSON: {"cpu", "cpus"}."""
 
     NAME = "gdbext-cpu"
+    WRAP_TEXT = True
 
     def arguments(self, parser):
         parser.add_argument("cpu", nargs="?", type=number_type("a vCPU index", 0, 4095))
