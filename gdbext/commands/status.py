@@ -12,7 +12,8 @@ from gdbext.commands.base import GdbextCommand
 @dataclass(frozen=True)
 class StatusReport:
     """`gdbext-status --json`.  memory_source: "ram-file" | "qemu-process" |
-    "stub" | None (no target); not_used: why each faster source was not."""
+    "stub" | "saved" (a saved machine state open, gdbext-open) | None (no
+    target); not_used: why each faster source was not."""
 
     connected: bool
     connection: str | None
@@ -35,14 +36,21 @@ memory-backend-file,share=on), else the QEMU process itself through
 /proc/PID/mem (QEMU on this machine, and ptrace rights on it), else the gdb
 stub under QEMU's physical-memory mode.  The environment variable
 GDBEXT_MEMORY=stub|qemu-process|ram-file, set before a connection, forces one.
+With a saved machine state open (gdbext-open): that file, and no target.
 JSON: {"connected", "connection", "qemu", "accelerator": "tcg"|"kvm",
-"vcpus", "memory_source": "ram-file"|"qemu-process"|"stub", "memory",
+"vcpus", "memory_source": "ram-file"|"qemu-process"|"stub"|"saved", "memory",
 "not_used": [...]}."""
 
     NAME = "gdbext-status"
     COMMAND_CLASS = gdb.COMMAND_STATUS
 
     def run(self, args):
+        saved = target.offline()
+        if saved is not None:
+            cpus = len(saved.machine.cpus)  # type: ignore[attr-defined]
+            r = StatusReport(False, None, None, None, cpus, "saved", saved.phys.source, ())
+            return r, (f"gdbext: no target; {saved.describe()} is open in its place "  # type: ignore[attr-defined]
+                       f"({cpus} vCPU{'s' if cpus != 1 else ''}; `gdbext-open --close` ends it)")
         inferior = gdb.selected_inferior()
         conn = inferior.connection
         if conn is None or gdb.selected_thread() is None:

@@ -252,6 +252,7 @@ def _pages_of(snap: Snapshot, ram_ranges, read) -> Dict[int, bytes]:
 
     # A copy: the live snapshot's memo (and what later commands fetch) stays as it was.
     copy = dataclasses.replace(snap, pages=dict(snap.pages), ranges={}, read_log=None, exact_reads=False,
+                               small_reads_exact=False,
                                phys_reader=guarded, msrs=dict(snap.msrs))
     for (pa, size) in list(snap.ranges):
         for page in range(pa - pa % PAGE, pa + size, PAGE):

@@ -306,6 +306,9 @@ def test_a_state_opens_only_in_place_of_a_target(kernel_session, tmp_path):
         gdb.command("disconnect")
         gdb.command(f"gdbext-open {state}")
         assert gdb.json("info cpl") == live
+        status = gdb.json("gdbext-status")
+        assert (status["connected"], status["memory_source"], status["memory"]) == (
+            False, "saved", "saved machine state s.json.gz")
         assert "not saved" in _refused(gdb, "pagewalk 0x7f0000000000 --cr3 0x1000")
         assert "no vCPU 7" in _refused(gdb, "gdbext-cpu 7")
         # Connecting again ends the saved state: the live guest answers.
