@@ -1091,6 +1091,8 @@ def save_state(driver, path: Path, ram: bool, report: Triage) -> None:
     report.durations["save_state"] = round(time.monotonic() - t, 3)
 
 
+# The guest's own text (its serial log, its kernel command line): kept as it is.
+_GUEST_TEXT = frozenset({"serial_log", "append"})
 # An absolute path with at least one directory: /DIR/.../NAME.
 _ABS_PATH = re.compile(r"(?<![\w.~-])(/(?:[\w.+@-]+/)+)([\w.+@-]*)")
 
@@ -1098,7 +1100,7 @@ _ABS_PATH = re.compile(r"(?<![\w.~-])(/(?:[\w.+@-]+/)+)([\w.+@-]*)")
 def without_paths(doc: Any) -> Any:
     """`doc` with each absolute path whose directory exists on this machine
     (or is a temporary one) cut to its last part (a machine-state file names no path of the machine
-    that wrote it).  The guest's serial log is the guest's own text: kept."""
+    that wrote it).  The guest's own text (_GUEST_TEXT) is kept."""
     temporary = tempfile.gettempdir().rstrip("/") + "/"
 
     def cut(match: re.Match) -> str:
@@ -1110,7 +1112,7 @@ def without_paths(doc: Any) -> Any:
         if isinstance(value, str):
             return _ABS_PATH.sub(cut, value)
         if isinstance(value, dict):
-            return {k: (v if k == "serial_log" else walk(v)) for k, v in value.items()}
+            return {k: (v if k in _GUEST_TEXT else walk(v)) for k, v in value.items()}
         if isinstance(value, list):
             return [walk(v) for v in value]
         return value

@@ -386,3 +386,22 @@ def test_info_fault_on_a_state_with_no_fault(tmp_path):
         gdb.load_gdbext()
         gdb.command(f"gdbext-open {state}")
         assert "no exception had been caught when s.json.gz was saved" in _refused(gdb, "info fault")
+
+
+def test_the_embedded_report_names_no_path_of_this_machine(tmp_path):
+    from gdbext.tools.triage import without_paths
+
+    (tmp_path / "sub").mkdir()
+    doc = {"watch": {"source": f"ELF {tmp_path}/sub/kernel.elf"},
+           "fault_chain": {"log": "/tmp/gdbext-qemu-gone123/qemu-int.log"},
+           "boot": {"image": f"{tmp_path}/bzImage", "append": "console=ttyS0 init=/init root=/dev/ram0"},
+           "serial_log": f"[kernel] {tmp_path}/kept as the guest printed it",
+           "state": [{"x": f"{tmp_path}/a {tmp_path}/b"}]}
+    out = without_paths(doc)
+    assert out["watch"]["source"] == "ELF kernel.elf"
+    assert out["fault_chain"]["log"] == "qemu-int.log"          # a temporary directory, gone by now
+    assert out["boot"]["image"] == "bzImage"
+    assert out["state"] == [{"x": "a b"}]
+    # The guest's own words (its command line, its serial log) are kept.
+    assert out["boot"]["append"] == doc["boot"]["append"]
+    assert out["serial_log"] == doc["serial_log"]
