@@ -311,6 +311,9 @@ def test_a_state_opens_only_in_place_of_a_target(kernel_session, tmp_path):
             False, "saved", "saved machine state s.json.gz")
         assert "not saved" in _refused(gdb, "pagewalk 0x7f0000000000 --cr3 0x1000")
         assert "no vCPU 7" in _refused(gdb, "gdbext-cpu 7")
+        assert "no vCPU 5" in _refused(gdb, f"gdbext-open {state} --cpu 5")
+        assert "no target" in _refused(gdb, "info cpl")   # a refused open leaves nothing open
+        assert gdb.json(f"gdbext-open {state} --cpu 0")["cpu"] == 0
         # Connecting again ends the saved state: the live guest answers.
         gdb.connect(qemu.gdb_port)
         assert gdb.json("info cpl") == live
