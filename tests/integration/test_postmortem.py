@@ -408,3 +408,38 @@ def test_the_embedded_report_names_no_path_of_this_machine(tmp_path):
     # The guest's own words (its command line, its serial log) are kept.
     assert out["boot"]["append"] == doc["boot"]["append"]
     assert out["serial_log"] == doc["serial_log"]
+
+
+# -- every generated input on an opened state: one line or an answer ----------
+
+def test_generated_inputs_on_a_saved_state_never_crash(kernel_session, tmp_path):
+    """The fuzz generator's command lines and function calls (issue 15's
+    cases and random ones), run on a saved state in a gdb with no target:
+    each one answers or refuses in one line, never with a Python exception,
+    and the state stays open (unless a case closes it: then it is reopened)."""
+    from tests.integration import fuzz_inputs as fz
+
+    state = tmp_path / "s.json.gz"
+    with kernel_session("spin") as (_qemu, gdb):
+        gdb.command("tbreak user_main")
+        gdb.resume_until_stop(BOOT_TIMEOUT)
+        gdb.command(f"gdbext-save {state}")
+    elf = str(launch.build_kernel().elf)
+    not_elf = tmp_path / "not-elf"
+    not_elf.write_text("not an ELF file\n")
+    cases = fz.generate(1515, 300, 60, {"@elf": elf, "@not_elf": str(not_elf)})
+    bad = []
+    with GdbDriver(elf=launch.build_kernel().elf, timeout=60) as gdb:
+        gdb.load_gdbext()
+        gdb.command("set python print-stack full")
+        gdb.command(f"gdbext-open {state}")
+        for case in cases:
+            result, seen = gdb.mi(f"-interpreter-exec console {json.dumps(case.text)}", final=("done", "error"))
+            printed = "".join(m.get("payload") or "" for m in seen if m.get("type") in ("console", "log", "output"))
+            message = str((result.get("payload") or {}).get("msg", ""))
+            if "Traceback" in printed + message or "internal error" in message or (
+                    result.get("message") == "error" and "\n" in message.strip()):
+                bad.append((case.text, (printed + message)[-300:]))
+            if "no target" in message:
+                gdb.command(f"gdbext-open {state}")
+    assert not bad, bad[:5]
