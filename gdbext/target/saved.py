@@ -117,7 +117,10 @@ class SavedSession(Session):
 
             raise TargetError(f"gdbext: MSR {number:#x}: {NOT_IN_CORE}; `gdbext-save --core` writes a "
                               "sidecar with the MSRs")
-        raise TargetError(f"gdbext: MSR {number:#x} of vCPU {self.selected} was not saved in {self.name}")
+        why = next((n.split(": MSRs not saved: ", 1)[1] for n in self.machine.notes
+                    if n.startswith(f"vCPU {self.selected}: MSRs not saved: ")), None)
+        raise TargetError(f"gdbext: MSR {number:#x} of vCPU {self.selected} was not saved in {self.name}"
+                          + (f" (when saved: {why})" if why else ""))
 
 
 def open_file(path: str, sidecar: Optional[str] = None, use_sidecar: bool = True) -> SavedSession:
