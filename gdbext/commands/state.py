@@ -131,6 +131,9 @@ def _msr_names(state) -> dict[str, int]:
 
 def save_core(path: str, *, msrs: bool = True) -> SaveReport:
     """gdbext-save --core: QEMU's core, and gdbext's sidecar with what it lacks."""
+    if any(c.isspace() or c in "\"'" for c in path):
+        raise gdb.GdbError(f"gdbext-save: --core {path!r}: QEMU's monitor takes a file name without spaces "
+                           "or quotes")
     _writable(path)
     _writable(sidecar_name(path))
     start = time.perf_counter()

@@ -301,6 +301,8 @@ def test_a_state_opens_only_in_place_of_a_target(kernel_session, tmp_path):
         state = tmp_path / "s.json.gz"
         gdb.command(f"gdbext-save {state}")
         assert "connected to a target" in _refused(gdb, f"gdbext-open {state}")
+        assert "without spaces" in _refused(gdb, f"gdbext-save --core '{tmp_path}/a core.elf'")
+        assert "takes no FILE" in _refused(gdb, f"gdbext-save {state} --core {tmp_path}/c.elf")
         assert "no saved machine state" in _refused(gdb, "gdbext-cpu 0")
         live = gdb.json("info cpl")
         gdb.command("disconnect")
