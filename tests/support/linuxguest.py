@@ -4,12 +4,14 @@
 - vmlinuz: Debian's own kernel image, taken out of the `linux-image-*-amd64`
   package that `linux-image-amd64` points at (`apt-get download` and
   `dpkg-deb --fsys-tarfile`: nothing is installed, no initramfs-tools run);
-- initramfs.cpio.gz: busybox-static's `bin/busybox` and the files under
+- initramfs.cpio.gz: busybox-static's `bin/busybox`, the files under
   tests/linux/rootfs/ (its /init prints kernel symbols, then makes system
-  calls forever), written here as a "newc" cpio archive.
+  calls forever) and `bin/pages`, tests/linux/pages.asm assembled with nasm
+  (a process with N touched pages, for gdbext.mode=pages), written here as
+  a "newc" cpio archive.
 
 Later calls find both and return at once; a change under tests/linux/rootfs
-rebuilds only the initramfs.  Standard library only: the tests, benchmarks
+or to pages.asm rebuilds only the initramfs.  Standard library only: the tests, benchmarks
 and scripts/linux-guest use it without gdb.
 
 Facts about this kernel under QEMU 7.2 TCG with `-cpu max` (measured; more in
@@ -41,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ROOTFS = ROOT / "tests" / "linux" / "rootfs"
+PAGES_SOURCE = ROOT / "tests" / "linux" / "pages.asm"
 DEFAULT_OUT = ROOT / "build" / "linux"
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
@@ -49,7 +52,11 @@ BUSYBOX_PACKAGE = "busybox-static"
 READY = "GUEST READY"
 KSYM_PREFIX = "KSYM "
 KINFO_PREFIX = "KINFO "
-MODES = ("syscalls", "idle")
+MODES = ("syscalls", "idle", "pages")
+# gdbext.mode=pages: /init runs `pages N` (tests/linux/pages.asm), which
+# touches N pages and prints this line, then spins in ring 3.
+PAGES_READY = "PAGES READY"
+DEFAULT_PAGES = 100_000
 
 # Bump when the archive layout written below changes, so caches rebuild.
 _FORMAT = 1
@@ -66,11 +73,17 @@ class LinuxGuest:
     vmlinuz: Path
     initrd: Path
     append: str
+    # Whether the initramfs has bin/pages (nasm and ld were there to build it).
+    has_pages: bool = True
 
     def variant(self, *, mode: str = "syscalls", kaslr: bool = False, five_level: bool = True,
-                extra: str = "") -> LinuxGuest:
+                extra: str = "", pages: int | None = None) -> LinuxGuest:
         """The same guest with another command line (see `kernel_append`)."""
-        return replace(self, append=kernel_append(mode=mode, kaslr=kaslr, five_level=five_level, extra=extra))
+        if mode == "pages" and not self.has_pages:
+            raise GuestBuildError("linux-guest: gdbext.mode=pages needs bin/pages, built with nasm and ld "
+                                  "(Debian packages nasm, binutils; scripts/setup installs them)")
+        return replace(self, append=kernel_append(mode=mode, kaslr=kaslr, five_level=five_level,
+                                                  extra=extra, pages=pages))
 
     def qemu_argv(self, *, qemu: str = "qemu-system-x86_64", memory_mib: int = 1024, smp: int = 1,
                   gdb_port: int | None = None, serial_file: Path | None = None,
@@ -91,7 +104,7 @@ class LinuxGuest:
 
 
 def kernel_append(*, mode: str = "syscalls", kaslr: bool = False, five_level: bool = True,
-                  extra: str = "") -> str:
+                  extra: str = "", pages: int | None = None) -> str:
     """The kernel command line.
 
     nokaslr by default: the kernel then runs at the addresses its image was
@@ -101,10 +114,17 @@ def kernel_append(*, mode: str = "syscalls", kaslr: bool = False, five_level: bo
     randomized layout Debian ships, to show nothing depends on it.)
     `panic=-1` with QEMU's -no-reboot makes a kernel panic end QEMU at once
     instead of leaving a test waiting for a line that never comes.
+    `pages` (mode "pages" only) is how many pages bin/pages touches
+    (gdbext.pages=N; DEFAULT_PAGES without it).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if pages is not None and (mode != "pages" or isinstance(pages, bool) or not isinstance(pages, int)
+                              or pages < 1):
+        raise ValueError(f"pages must be a positive int, and only with mode='pages', not {pages!r}")
     words = ["console=ttyS0", "pti=on", "quiet", "panic=-1", f"gdbext.mode={mode}"]
+    if pages is not None:
+        words.append(f"gdbext.pages={pages}")
     if not kaslr:
         words.insert(1, "nokaslr")
     if not five_level:
@@ -127,6 +147,15 @@ def parse_ksyms(serial_text: str) -> dict[str, int]:
         if address:
             syms[match.group(1)] = address
     return syms
+
+
+def parse_pages_ready(serial_text: str) -> tuple[int, int, int] | None:
+    """(pages, first VA, stride) from bin/pages' `PAGES READY N 0xVA 0xSTRIDE`
+    line, or None before it is printed."""
+    match = re.search(r"^PAGES READY (\d+) 0x([0-9a-f]+) 0x([0-9a-f]+)\r?$", serial_text, re.MULTILINE)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2), 16), int(match.group(3), 16)
 
 
 def parse_kinfo(serial_text: str) -> dict[str, str]:
@@ -155,12 +184,34 @@ def prepare(out: Path = DEFAULT_OUT) -> LinuxGuest:
         if not (vmlinuz.is_file() and busybox.is_file() and "kernel_package" in manifest):
             manifest = _fetch_packages(out)
         initrd = out / "initramfs.cpio.gz"
-        digest = _rootfs_digest(busybox)
+        can_build = pages_toolchain()
+        digest = _rootfs_digest(busybox, can_build)
         if not initrd.is_file() or manifest.get("initramfs_sources") != digest:
-            _atomic_write(initrd, build_initramfs(busybox.read_bytes(), ROOTFS))
+            extra = {"bin/pages": build_pages(out)} if can_build else {}
+            _atomic_write(initrd, build_initramfs(busybox.read_bytes(), ROOTFS, extra))
             manifest["initramfs_sources"] = digest
+            manifest["pages_program"] = can_build
             _atomic_write(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
-    return LinuxGuest(vmlinuz=vmlinuz, initrd=initrd, append=kernel_append())
+    return LinuxGuest(vmlinuz=vmlinuz, initrd=initrd, append=kernel_append(),
+                      has_pages=bool(manifest.get("pages_program")))
+
+
+def pages_toolchain() -> bool:
+    """nasm and ld, to assemble tests/linux/pages.asm."""
+    return shutil.which("nasm") is not None and shutil.which("ld") is not None
+
+
+def build_pages(out: Path) -> bytes:
+    """tests/linux/pages.asm as a static ELF executable (nasm, ld)."""
+    with tempfile.TemporaryDirectory(prefix="pages-", dir=out) as tmp:
+        obj, exe = Path(tmp) / "pages.o", Path(tmp) / "pages"
+        for argv in (["nasm", "-f", "elf64", "-o", str(obj), str(PAGES_SOURCE)],
+                     ["ld", "-static", "-o", str(exe), str(obj)]):
+            proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                raise GuestBuildError(f"linux-guest: {argv[0]} failed on {PAGES_SOURCE.name}: "
+                                      f"{_last_line(proc.stderr)}")
+        return exe.read_bytes()
 
 
 @contextlib.contextmanager
@@ -293,9 +344,12 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no message"
 
 
-def _rootfs_digest(busybox: Path) -> str:
+def _rootfs_digest(busybox: Path, with_pages: bool) -> str:
     h = hashlib.sha256(f"format {_FORMAT}\n".encode())
     h.update(hashlib.sha256(busybox.read_bytes()).digest())
+    # bin/pages: its source, or that it could not be built (nasm or ld
+    # missing), so installing them later rebuilds the archive.
+    h.update(b"pages\n" + (PAGES_SOURCE.read_bytes() if with_pages else b"absent\n"))
     for path in sorted(p for p in ROOTFS.rglob("*")):
         rel = path.relative_to(ROOTFS).as_posix()
         h.update(f"{rel} {_mode_of(path):o}\n".encode())
@@ -308,14 +362,15 @@ def _rootfs_digest(busybox: Path) -> str:
 # The initramfs: a gzip'd "newc" cpio archive
 # ---------------------------------------------------------------------------
 
-def build_initramfs(busybox: bytes, rootfs: Path = ROOTFS) -> bytes:
+def build_initramfs(busybox: bytes, rootfs: Path = ROOTFS, extra: dict[str, bytes] | None = None) -> bytes:
     """The archive the kernel unpacks into its rootfs before running /init.
 
     Written here rather than with cpio(1) so that it needs no root and no
     extra package: /dev/console must be a character device (5, 1) in the
     archive, because the kernel opens it for init's stdin/stdout before
     init can mount devtmpfs; cpio would need mknod, i.e. root.  Timestamps
-    are 0, so the same inputs give the same bytes.
+    are 0, so the same inputs give the same bytes.  `extra` adds
+    executables built elsewhere (archive path -> bytes), e.g. bin/pages.
     """
     w = _CpioWriter()
     for d in ("bin", "dev", "proc", "sys", "tmp"):
@@ -329,6 +384,8 @@ def build_initramfs(busybox: bytes, rootfs: Path = ROOTFS) -> bytes:
             w.directory(rel)
         elif path.is_file():
             w.file(rel, path.read_bytes(), mode=_mode_of(path))
+    for rel, data in sorted((extra or {}).items()):
+        w.file(rel, data, mode=0o755)
     return gzip.compress(w.finish(), compresslevel=6, mtime=0)
 
 
@@ -413,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("    " + shlex.join(guest.variant(mode="idle").qemu_argv()))
     print("  4-level paging instead of 5 (no5lvl):")
     print("    " + shlex.join(guest.variant(five_level=False).qemu_argv()))
+    if guest.has_pages:
+        print(f"  a process with {DEFAULT_PAGES} touched pages, spinning in ring 3 (4 GiB):")
+        print("    " + shlex.join(guest.variant(mode="pages").qemu_argv(memory_mib=4096)))
     return 0
 
 
