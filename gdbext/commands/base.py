@@ -206,6 +206,8 @@ class GdbextCommand(gdb.Command):
     # Its stub reads share one PhyMemMode switch (read-only commands whose
     # virtual reads, if any, go through PHYS.leave() first).
     PHYS_SESSION = False
+    # invoke()'s from_tty for the run in progress.
+    from_tty = False
 
     def __init__(self, name: Optional[str] = None) -> None:
         self.registered_name = name or full_name(self.NAME)
@@ -281,6 +283,8 @@ class GdbextCommand(gdb.Command):
             args = self.parser.parse_intermixed_args(words)
         except _HelpShown:
             return
+        # Whether a person typed the command (a progress line may be shown).
+        self.from_tty = from_tty
         try:
             if self.LIVE_ONLY:
                 from gdbext.target.session import offline
@@ -301,6 +305,8 @@ class GdbextCommand(gdb.Command):
         except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, never a traceback
             raise gdb.GdbError(f"{self.NAME}: internal error (a gdbext bug, please report it): "
                                f"{type(exc).__name__}: {exc}") from None
+        if report is None and text is None:
+            return  # the command wrote its output itself
         if args.json:
             gdb.write(to_json(report) + "\n")
             return
@@ -312,7 +318,8 @@ class GdbextCommand(gdb.Command):
 
     def run(self, args):
         """-> (report, text): the report is a dataclass of gdbext.views,
-        serialized by to_json; text is a string or a function making it."""
+        serialized by to_json; text is a string or a function making it;
+        (None, None) when run() wrote its output itself."""
         raise NotImplementedError
 
 

