@@ -128,6 +128,43 @@ class GdbDriver:
             raise GdbError(self._gone() or (result.get("payload") or {}).get("msg", "error").strip())
         return out
 
+    def command_interrupted(self, text: str, after: float,
+                            timeout: Optional[float] = None) -> tuple[bool, str]:
+        """Run a CLI command and send gdb one SIGINT (Ctrl-C) `after` seconds
+        into it.  Returns (finished, text): True and what it printed if it
+        ended normally, False and gdb's error message if it failed (the
+        interrupt, if it landed in time).  A SIGINT that arrives after the
+        command ended is absorbed before this returns."""
+        token = next(self._tokens)
+        self._gdb.write(f"{token}-interpreter-exec console {_mi_quote(text)}", read_response=False)
+        time.sleep(after)
+        proc = self._gdb.gdb_process
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        seen: List[Dict] = []
+        result = None
+        while result is None:
+            if time.monotonic() > deadline:
+                raise GdbTimeout(f"gdb gave no answer to {text!r} in {timeout or self.timeout:.0f}s")
+            batch = self._pending or self._read(0.5)
+            self._pending = []
+            for i, msg in enumerate(batch):
+                if msg.get("type") == "result" and msg.get("token") == token:
+                    result, self._pending = msg, batch[i + 1:]
+                    break
+                seen.append(msg)
+        # An idle gdb turns a late SIGINT into "Quit" for whatever comes next:
+        # let a harmless command take it.
+        try:
+            self.command("echo")
+        except GdbError:
+            pass
+        out = "".join(m.get("payload") or "" for m in seen if m.get("type") in ("console", "output", "target"))
+        if result.get("message") == "error":
+            return False, (result.get("payload") or {}).get("msg", "error").strip()
+        return True, out
+
     def _gone(self) -> Optional[str]:
         return self.target_exit() if self.target_exit is not None else None
 

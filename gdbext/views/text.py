@@ -253,8 +253,9 @@ class TerminalProgress:
                 + (f", {rows} rows written" if rows is not None else "")
                 + f", {now - self.started:.1f} s (Ctrl-C stops it)")
         width = self.width() or 80
-        self._write("\r" + line[:max(width - 1, 1)] + "\x1b[K")
+        # Marked shown first: a Ctrl-C right after the write must still erase it.
         self.shown = True
+        self._write("\r" + line[:max(width - 1, 1)] + "\x1b[K")
 
     def erase(self) -> None:
         if self.shown:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -183,6 +185,66 @@ def test_kernel_append_variants():
     assert "nokaslr" not in line.split() and "no5lvl" in line.split() and "gdbext.mode=idle" in line.split()
     with pytest.raises(ValueError):
         linuxguest.kernel_append(mode="busy")
+
+
+def test_kernel_append_pages_mode():
+    line = linuxguest.kernel_append(mode="pages", pages=20000).split()
+    assert "gdbext.mode=pages" in line and "gdbext.pages=20000" in line
+    assert not any(w.startswith("gdbext.pages=") for w in linuxguest.kernel_append(mode="pages").split())
+    for bad in ({"mode": "syscalls", "pages": 10}, {"mode": "pages", "pages": 0},
+                {"mode": "pages", "pages": True}, {"mode": "pages", "pages": "10"}):
+        with pytest.raises(ValueError):
+            linuxguest.kernel_append(**bad)
+
+
+def test_parse_pages_ready():
+    assert linuxguest.parse_pages_ready("KINFO x\r\nPAGES READY 20000 0x7f9abcc35000 0x2000\r\n") == (
+        20000, 0x7F9ABCC35000, 0x2000)
+    assert linuxguest.parse_pages_ready("PAGES FAILED mmap -12\n") is None
+    assert linuxguest.parse_pages_ready("xPAGES READY 1 0x1 0x1\n") is None
+
+
+@pytest.fixture
+def pages_program(tmp_path) -> bytes:
+    if not linuxguest.pages_toolchain():
+        pytest.skip("nasm or ld not installed (Debian packages nasm, binutils)")
+    return linuxguest.build_pages(tmp_path)
+
+
+def test_pages_program_touches_every_other_page_without_huge_pages(pages_program, tmp_path):
+    """bin/pages run here, on this machine's own Linux: its line, and the
+    kernel's accounting of its mapping in /proc/PID/smaps as the oracle."""
+    exe = tmp_path / "pages"
+    exe.write_bytes(pages_program)
+    exe.chmod(0o755)
+    n = 3000
+    proc = subprocess.Popen([str(exe), str(n)], stdout=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline().decode()
+        assert linuxguest.parse_pages_ready(line) is not None, line
+        pages, va, stride = linuxguest.parse_pages_ready(line)
+        assert (pages, stride) == (n, 8192) and va % 4096 == 0
+        smaps = Path(f"/proc/{proc.pid}/smaps").read_text()
+        block = smaps[smaps.index(f"{va:x}-"):].split("VmFlags")[0]
+        fields = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+):\s+(\d+) kB", block, re.M)}
+        assert fields["Size"] == 2 * n * 4           # 2N pages mapped
+        assert fields["Rss"] == n * 4                # N of them touched, 4 KiB each
+        assert fields["AnonHugePages"] == 0          # MADV_NOHUGEPAGE
+        assert proc.poll() is None, "bin/pages did not keep spinning"
+    finally:
+        proc.kill()
+        proc.wait()
+    bad = subprocess.run([str(exe), str(1 << 40)], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and bad.stdout.startswith("PAGES FAILED mmap -"), bad.stdout
+
+
+def test_pages_program_is_in_the_archive_and_in_its_digest(pages_program, tmp_path):
+    files = _read_newc(gzip.decompress(linuxguest.build_initramfs(b"busybox", extra={"bin/pages": pages_program})))
+    mode, data, _, _ = files["bin/pages"]
+    assert mode == 0o100755 and data == pages_program and data.startswith(b"\x7fELF")
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"busybox")
+    assert linuxguest._rootfs_digest(busybox, True) != linuxguest._rootfs_digest(busybox, False)
 
 
 def _read_newc(archive: bytes) -> dict[str, tuple]:
