@@ -116,9 +116,12 @@ def phys_mode_kept_on_interrupt() -> Iterator[None]:
     packet: landing in phys_mode's own `Qqemu.PhyMemMode:1`, it is raised
     before the `try` is entered, and the mode stays 1 (seen at a terminal,
     where ^C typed during a dump often lands between two levels' reads).
-    With guest RAM in a shared file no mode is switched, and no packet is
-    sent here."""
-    if PHYS.shared:
+    With guest RAM read without the stub (a shared file, QEMU's process) or
+    a saved machine state open (gdbext-open), no mode is switched, and no
+    packet is sent here."""
+    from gdbext.target.session import offline
+
+    if offline() is not None or PHYS.shared:
         yield
         return
     before = send_packet("qqemu.PhyMemMode").strip()
