@@ -24,13 +24,30 @@ def phys_mode() -> Iterator[None]:
     """QEMU's stub reads physical memory while inside; the mode is global in
     QEMU and survives a detach, so it is always put back as it was."""
     before = send_packet("qqemu.PhyMemMode")
-    if send_packet("Qqemu.PhyMemMode:1") != b"OK":
-        raise TargetError("gdbext: QEMU refused physical-memory mode (Qqemu.PhyMemMode)")
     try:
+        # Inside the try: gdb raises a Ctrl-C that lands in a packet once the
+        # packet is done, so one landing in this switch must still find the
+        # restore armed.
+        if send_packet("Qqemu.PhyMemMode:1") != b"OK":
+            raise TargetError("gdbext: QEMU refused physical-memory mode (Qqemu.PhyMemMode)")
         yield
     finally:
-        send_packet("Qqemu.PhyMemMode:" + ("1" if before.strip() == b"1" else "0"))
-        gdb.execute("maint flush dcache", to_string=True)
+        _restore_mode("1" if before.strip() == b"1" else "0")
+
+
+def _restore_mode(mode: str) -> None:
+    """Send `Qqemu.PhyMemMode:mode` and flush gdb's dcache, even when a
+    Ctrl-C arrives meanwhile: the interrupt is raised again afterwards."""
+    interrupted = None
+    for _ in range(3):
+        try:
+            send_packet("Qqemu.PhyMemMode:" + mode)
+            gdb.execute("maint flush dcache", to_string=True)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def reset_phys_mode() -> None:
@@ -222,10 +239,9 @@ class PhysicalMemory:
         """Put the stub back in its own mode now, if a session switched it:
         before anything reads or writes virtual memory through the stub
         (rdmsr injection, gdb's own reads).  The next stub read switches again."""
-        restore, self._restore = self._restore, None
-        if restore is not None:
-            send_packet("Qqemu.PhyMemMode:" + restore)
-            gdb.execute("maint flush dcache", to_string=True)
+        if self._restore is not None:
+            _restore_mode(self._restore)    # first, then forget it: a Ctrl-C between cannot lose it
+            self._restore = None
 
     def _stub(self, pa: int, size: int) -> bytes:
         self.stub_reads += 1
@@ -234,9 +250,11 @@ class PhysicalMemory:
                 return _stub_read(pa, size)
         if self._restore is None:
             before = send_packet("qqemu.PhyMemMode")
+            # Armed before the switch, so that leave() undoes it even if a
+            # Ctrl-C is raised as the switch's packet completes.
+            self._restore = "1" if before.strip() == b"1" else "0"
             if send_packet("Qqemu.PhyMemMode:1") != b"OK":
                 raise TargetError("gdbext: QEMU refused physical-memory mode (Qqemu.PhyMemMode)")
-            self._restore = "1" if before.strip() == b"1" else "0"
         return _stub_read(pa, size)
 
     def _probe(self) -> None:

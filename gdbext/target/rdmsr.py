@@ -17,6 +17,7 @@ from gdbext.target.remote import (
     hmp,
     require_qemu,
     send_packet,
+    uninterrupted,
     uses_kvm,
 )
 
@@ -152,6 +153,12 @@ class _Rdmsr:
     def read(self, numbers: List[int]) -> Dict[int, int]:
         self.check()
         PHYS.leave()   # the steps below and gdb's reads after them are virtual
+        # A Ctrl-C waits for the restore: the guest is never left with RDMSR
+        # at RIP, patched GDT slots or a register changed.
+        with uninterrupted():
+            return self._read(numbers)
+
+    def _read(self, numbers: List[int]) -> Dict[int, int]:
         snap = self.snap
         remote = _Remote(snap.cpu + 1)
         saved = {name: remote.read(name) for name in ("rax", "rcx", "rdx", "r11", "rip", "eflags")}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from typing import Dict, Iterator, Optional
 
 import gdb  # noqa: F401  (this module is the gdb boundary)
@@ -32,6 +33,24 @@ def in_stop_callback() -> Iterator[None]:
         yield
     finally:
         _in_stop_callback[0] -= 1
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold Ctrl-C back until the block is done: a change to the guest that
+    must be undone (rdmsr injection) is never left half-way.
+
+    gdb turns SIGINT into a KeyboardInterrupt raised once the packet in
+    flight is done, or at Python's next instruction.  Inside, SIGINT is
+    blocked for this thread, so it waits in the kernel; one already taken
+    is raised here first, before anything is changed; one that came during
+    the block is delivered, and raised, when it is unblocked."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        (lambda: None)()   # an interrupt taken before the block is raised here
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def in_condition() -> bool:

@@ -94,3 +94,93 @@ def test_a_gdb_without_rights_on_qemu_falls_back_to_the_stub(kernel_paths, tmp_p
             gdb.connect(qemu.gdb_port)
             assert gdb.json("gdbext-status")["memory_source"] == "qemu-process"
             assert _dump(gdb) == stub
+
+
+# Inside gdb: a Ctrl-C after every packet of each command in turn.  gdb raises
+# a Ctrl-C that lands while a packet is on the wire once the packet is done,
+# so these are the moments it can strike; after each, QEMU's PhyMemMode must
+# be 0 again and the command must have ended.
+_INTERRUPTS = r'''
+import json, os, signal, gdb
+import gdbext.target as t, gdbext.target.memory as m, gdbext.target.remote as r
+os.environ["GDBEXT_MEMORY"] = "stub"
+s = t.current(); s.phys = m.PhysicalMemory(); s.snapshots.clear()
+real = r._connection
+
+class Interrupting:
+    def __init__(self, conn, at):
+        self.conn, self.at = conn, at
+    def send_packet(self, packet):
+        reply = self.conn.send_packet(packet)
+        COUNT[0] += 1
+        if COUNT[0] == self.at:
+            # Ctrl-C right after this packet: gdb raises it at Python's next
+            # instruction (or, SIGINT blocked, once it is unblocked).
+            os.kill(os.getpid(), signal.SIGINT)
+        return reply
+    def is_valid(self):
+        return self.conn.is_valid()
+
+def run(command, at):
+    COUNT[0] = 0
+    gdb.execute("maint flush register-cache"); t.invalidate()
+    r._connection = lambda: Interrupting(real(), at)
+    try:
+        gdb.execute(command, to_string=True)
+        outcome = "done"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    except gdb.error as exc:
+        outcome = "error: " + str(exc)
+    finally:
+        r._connection = real
+    return outcome, COUNT[0]
+
+def state():
+    """The registers and the code at RIP, read as the stub has them."""
+    regs = t.send_packet("g")
+    rip = int(gdb.parse_and_eval("$pc")) & (2**64 - 1)
+    return regs, t.send_packet(f"m{rip:x},10"), t.send_packet("qqemu.PhyMemMode")
+
+COUNT = [0]
+report = {}
+for command in COMMANDS:
+    _, packets = run(command, 0)
+    left_on = []
+    changed = []
+    for at in range(1, packets + 1):
+        before = state()
+        outcome, _ = run(command, at)
+        mode = t.send_packet("qqemu.PhyMemMode").strip()
+        if mode == b"0" and state() != before:
+            changed.append(at)
+        if mode != b"0":
+            left_on.append(at)
+            t.send_packet("Qqemu.PhyMemMode:0")
+    report[command] = {"packets": packets, "left_on": left_on, "changed": changed}
+with open(RESULT, "w") as f:
+    json.dump(report, f)
+'''
+
+COMMANDS = ("info tss", "info idt", "info gdt --no-star", "info gdt", "pagewalk $pc --fresh",
+            "ptdump --fresh --limit 3", "info cpl")
+
+
+def test_ctrl_c_after_any_packet_never_leaves_the_stub_in_physical_mode(kernel_paths, tmp_path):
+    import json
+
+    script, result = tmp_path / "interrupts.py", tmp_path / "result"
+    script.write_text(f"RESULT = {str(result)!r}\nCOMMANDS = {COMMANDS!r}\n" + _INTERRUPTS)
+    opts = launch.QemuOptions(scenario="spin", gdb_port=0, ram_file=False)
+    with launch.Qemu(opts) as qemu:
+        qemu.wait_serial(READY, timeout=90)
+        with GdbDriver(elf=kernel_paths.elf, timeout=120) as gdb:
+            gdb.load_gdbext()
+            gdb.connect(qemu.gdb_port)
+            gdb.interrupt()
+            gdb.command(f"source {script}", timeout=300)
+    report = json.loads(result.read_text())
+    assert all(r["packets"] >= 3 for c, r in report.items() if c != "info cpl"), report   # switched and read
+    assert {c: r["left_on"] for c, r in report.items() if r["left_on"]} == {}, report
+    # Nor is anything in the guest left changed (rdmsr injection writes at RIP and steps).
+    assert {c: r["changed"] for c, r in report.items() if r["changed"]} == {}, report
