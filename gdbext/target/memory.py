@@ -98,6 +98,10 @@ class SharedRam:
                 return self._map[off:off + size]
         return None
 
+    def close(self) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self._map.close()
+
 
 class ProcessRam:
     """Guest RAM read from the QEMU process itself (`/proc/PID/mem`): the

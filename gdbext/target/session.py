@@ -133,7 +133,10 @@ def drop(*_event: object) -> None:
                 hook(session)
             except Exception:  # noqa: BLE001 - one hook's failure must not keep stale state
                 pass
-        session.phys.close()
+        try:
+            session.phys.close()
+        except Exception:  # noqa: BLE001 - a gdb event handler: never a traceback
+            pass
 
 
 def lost(exc: BaseException) -> bool:

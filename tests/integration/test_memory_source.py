@@ -184,3 +184,23 @@ def test_ctrl_c_after_any_packet_never_leaves_the_stub_in_physical_mode(kernel_p
     assert {c: r["left_on"] for c, r in report.items() if r["left_on"]} == {}, report
     # Nor is anything in the guest left changed (rdmsr injection writes at RIP and steps).
     assert {c: r["changed"] for c, r in report.items() if r["changed"]} == {}, report
+
+
+@pytest.mark.parametrize("ram_file", [True, False], ids=["ram-file", "qemu-process"])
+def test_a_local_source_is_closed_quietly_when_the_connection_ends(kernel_paths, ram_file):
+    """disconnect drops the session and closes its RAM map or /proc/PID/mem:
+    no Python exception from gdb's event, and the next connection reads again."""
+    opts = launch.QemuOptions(scenario="spin", gdb_port=0, ram_file=ram_file)
+    with launch.Qemu(opts) as qemu:
+        qemu.wait_serial(READY, timeout=90)
+        with GdbDriver(elf=kernel_paths.elf, timeout=60) as gdb:
+            gdb.load_gdbext()
+            gdb.connect(qemu.gdb_port)
+            first = gdb.json("ptdump --fresh")
+            assert first["phys_source"].startswith("shared RAM file" if ram_file else "QEMU process memory")
+            result, seen = gdb.mi('-interpreter-exec console "disconnect"')
+            printed = "".join(m.get("payload") or "" for m in seen if m.get("type") in ("console", "log", "output"))
+            assert result.get("message") == "done" and "Exception" not in printed and "Traceback" not in printed, printed
+            gdb.connect(qemu.gdb_port)
+            again = gdb.json("ptdump --fresh")
+            assert again["phys_source"] == first["phys_source"] and again["ranges"] == first["ranges"]
