@@ -11,6 +11,9 @@ Protection".  Where the two differ, the comment says which one is followed.
 """
 from __future__ import annotations
 
+from itertools import chain, repeat
+from operator import add
+
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -491,6 +494,19 @@ def _run_range(va: int, end: int, end_pa: int, size: int, a: tuple, pages: int) 
     return r
 
 
+class _Replay:
+    """One PT's runs relative to its first VA, by column, and its problems."""
+
+    __slots__ = ("starts", "ends", "end_pas", "keys", "pages", "count", "found", "problems")
+
+    def __init__(self, runs: list[int], problems: list | None):
+        self.starts, self.ends, self.end_pas = runs[0::6], runs[1::6], runs[2::6]
+        self.keys, self.pages = runs[4::6], runs[5::6]
+        self.count = len(self.starts)
+        self.found = sum(self.pages)
+        self.problems = problems
+
+
 class _Dumper:
     """Depth-first over the tables, merging leaves into runs as it goes.
 
@@ -520,7 +536,7 @@ class _Dumper:
         self.tables: dict[int, bytes] = {}
         # (PT, U/S+R/W from above, XD from above) -> its runs relative to
         # its first VA (six ints each, as `runs`) and its problems.
-        self.leaf_memo: dict[tuple[int, int, int], tuple[list[int], list | None]] = {}
+        self.leaf_memo: dict[tuple[int, int, int], _Replay] = {}
         self.pk = _pk_enabled(ctx)
         # Bits of a leaf that make up its effective rights, besides U/S and
         # R/W which the upper levels may already have taken away.
@@ -626,33 +642,42 @@ class _Dumper:
                 self._scan_leaves(table, 0, keep, nx, whole=True)
                 if self.run is not None:
                     self.runs.extend(self.run)
-                memo = self.leaf_memo[(table, keep, nx)] = (self.runs, self.problems)
+                memo = self.leaf_memo[(table, keep, nx)] = _Replay(self.runs, self.problems)
             finally:
                 self.run, self.runs, self.problems, self.leaf_count = saved
-        runs, problems = memo
-        if problems:
-            for va, text in problems:
+        if memo.problems:
+            for va, text in memo.problems:
                 self.problem(va_base + va, text)
         run = self.run
         if run is not None and run[3] != TABLE_SIZE:
             self.runs.extend(run)
             run = None
-        flat = self.runs
-        found = 0
-        for n in range(0, len(runs), 6):
-            start, end, end_pa, _, key, pages = runs[n:n + 6]
-            start += va_base
-            found += pages
-            if run is not None and run[1] == start and run[2] == end_pa - pages * TABLE_SIZE and run[4] == key:
-                run[1] = end + va_base
-                run[2] = end_pa
-                run[5] += pages
-            else:
+        n = memo.count
+        if n:
+            first = 0
+            start = memo.starts[0] + va_base
+            if run is not None and run[1] == start and run[2] == memo.end_pas[0] - memo.pages[0] * TABLE_SIZE \
+                    and run[4] == memo.keys[0]:
+                run[1] = memo.ends[0] + va_base      # the table's first run continues the open one
+                run[2] = memo.end_pas[0]
+                run[5] += memo.pages[0]
+                first = 1
+            if first < n:
                 if run is not None:
-                    flat.extend(run)
-                run = [start, end + va_base, end_pa, TABLE_SIZE, key, pages]
+                    self.runs.extend(run)
+                last = n - 1
+                if first < last:
+                    # The runs in between, shifted to this VA, a column at a
+                    # time in C (ESPFIX: 2,000 replays of 32 runs).
+                    shift = repeat(va_base)
+                    self.runs.extend(chain.from_iterable(zip(
+                        map(add, memo.starts[first:last], shift), map(add, memo.ends[first:last], shift),
+                        memo.end_pas[first:last], repeat(TABLE_SIZE, last - first), memo.keys[first:last],
+                        memo.pages[first:last])))
+                run = [memo.starts[last] + va_base, memo.ends[last] + va_base, memo.end_pas[last], TABLE_SIZE,
+                       memo.keys[last], memo.pages[last]]
         self.run = run
-        self.leaf_count += found
+        self.leaf_count += memo.found
         if self.progress is not None:
             self.progress(len(self.tables), self.leaf_count)
 
@@ -743,40 +768,73 @@ class Dumped:
 
     def mapped_bytes(self) -> int:
         flat = self.flat
-        return sum(flat[n + 1] - flat[n] for n in range(0, len(flat), 6))
+        return sum(flat[1::6]) - sum(flat[0::6])   # ends minus starts, summed in C
 
     def folded(self, least: int) -> list[tuple[Range, int, int]]:
         """Runs that map the same frames with the same rights at a fixed VA
         stride, `least` or more of them, as (first, count, stride); any other
-        range as (range, 1, 0).  The same grouping as views.ptdump's
-        fold_repeats over ranges(), made on the ints."""
+        range as (range, 1, 0).  The same greedy grouping as views.ptdump's
+        fold_repeats over ranges(), made on the ints; a group's end is found
+        by comparing whole slices of it at once (_group_end), so ESPFIX's
+        65,536 repeats cost a few slice comparisons, not a loop each."""
         flat = self.flat
-        n = len(flat)
+        n = len(flat) // 6
         least = max(least, 2)
         out = []
         i = 0
         while i < n:
-            va, end, end_pa, size, key, _ = flat[i:i + 6]
-            length = end - va
-            pa = end_pa - length
-            j = i + 6
-            if j < n and flat[j + 2] - (flat[j + 1] - flat[j]) == pa and flat[j + 1] - flat[j] == length \
-                    and flat[j + 3] == size and flat[j + 4] == key:
-                stride = flat[j] - va
-                prev = flat[j]
-                j += 6
-                while (j < n and flat[j] - prev == stride and flat[j + 1] - flat[j] == length
-                       and flat[j + 2] - length == pa and flat[j + 3] == size and flat[j + 4] == key):
-                    prev = flat[j]
-                    j += 6
-            count = (j - i) // 6
-            if count >= least:
-                out.append((self._range(i), count, stride))
-                i = j
-            else:
-                out.append((self._range(i), 1, 0))
-                i += 6
+            b = 6 * i
+            if i + 1 < n:
+                va, end, end_pa, size, key = flat[b:b + 5]
+                va2, end2, end_pa2, size2, key2 = flat[b + 6:b + 11]
+                # The same kind: same length and end frame (so the same first
+                # frame), page size and rights.
+                if end2 - va2 == end - va and end_pa2 == end_pa and size2 == size and key2 == key:
+                    stride = va2 - va
+                    j = self._group_end(i, n, stride)
+                    if j - i >= least:
+                        out.append((self._range(b), j - i, stride))
+                        i = j
+                        continue
+            out.append((self._range(b), 1, 0))
+            i += 1
         return out
+
+    def _members(self, i: int, first: int, count: int, stride: int) -> bool:
+        """Whether runs first..first+count-1 are all of run i's kind, at its
+        VA plus a multiple of stride (compared a column at a time, in C)."""
+        flat = self.flat
+        va, end, end_pa, size, key = flat[6 * i:6 * i + 5]
+        b, e = 6 * first, 6 * (first + count)
+        va0 = va + (first - i) * stride
+        length = end - va
+        return (flat[b + 2:e:6] == [end_pa] * count and flat[b + 4:e:6] == [key] * count
+                and flat[b + 3:e:6] == [size] * count
+                and flat[b:e:6] == list(range(va0, va0 + count * stride, stride))
+                and flat[b + 1:e:6] == list(range(va0 + length, va0 + length + count * stride, stride)))
+
+    def _group_end(self, i: int, n: int, stride: int) -> int:
+        """One past the last run of the group that runs i and i+1 start:
+        grown by doubling, then its end narrowed by halving."""
+        good = 2          # runs i and i+1 are in it
+        want = 2
+        while True:
+            want = min(want, n - i - good)
+            if want <= 0:
+                return i + good
+            if not self._members(i, i + good, want, stride):
+                break
+            good += want
+            want *= 2
+        # Some run of [good, good + want) is not a member; the first one ends the group.
+        while want > 1:
+            half = want // 2
+            if self._members(i, i + good, half, stride):
+                good += half
+                want -= half
+            else:
+                want = half
+        return i + good
 
 
 def dump(read_phys: ReadPhys, ctx: PagingContext, *, va_start: int = 0,

@@ -65,3 +65,32 @@ def test_the_json_of_a_range_is_its_range_report():
         for r in dump(pt.mem.read, pt.ctx()):
             assert _range_json(r) == report_dict(range_report(r))
             assert list(_range_json(r)) == list(report_dict(range_report(r)))   # key order too
+
+
+def _greedy_fold(ranges, least):
+    """views.ptdump.fold_repeats, the reference."""
+    from gdbext.views.ptdump import fold_repeats
+    return fold_repeats(ranges, least)
+
+
+def test_folded_runs_equal_the_reference_fold_on_long_and_broken_groups():
+    from gdbext.x86.paging import Dumped
+
+    rng = random.Random(31)
+    for _ in range(400):
+        flat: list[int] = []
+        va = 0x1000_0000
+        for _ in range(rng.randrange(1, 6)):
+            count = rng.choice([1, 2, 3, 4, 5, 17, 64, 1000, 4097])
+            stride = rng.choice([0x1000, 0x2000, 0x10000])
+            frame = 0x100000 * rng.randrange(1, 4)
+            key = rng.choice([0x6, 0x2, 0x8000000000000006])
+            for k in range(count):
+                if rng.random() < 0.002:      # a break inside the group
+                    va += 0x1000
+                    key ^= rng.choice([0, 0x4])
+                flat += [va, va + 0x1000, frame + 0x1000, 0x1000, key, 1]
+                va += stride
+        dumped = Dumped(flat, pk=False)
+        for least in (2, 4):
+            assert dumped.folded(least) == _greedy_fold(dumped.ranges(), least)
