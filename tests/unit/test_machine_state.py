@@ -141,7 +141,7 @@ def test_runs_are_consecutive_pages(seed):
 
 
 def _encoded(doc: object) -> bytes:
-    return gzip.compress(json.dumps(doc).encode())
+    return gzip.compress(json.dumps(doc).encode(), mtime=0)
 
 
 def _good_doc() -> dict:
@@ -152,8 +152,8 @@ def _good_doc() -> dict:
 @pytest.mark.parametrize("data, message", [
     (b"", "not gzip-compressed"),
     (b"hello world", "not gzip-compressed"),
-    (gzip.compress(b"{not json"), "not JSON"),
-    (gzip.compress(b"\xff\xfe"), "not JSON"),
+    (gzip.compress(b"{not json", mtime=0), "not JSON"),
+    (gzip.compress(b"\xff\xfe", mtime=0), "not JSON"),
     (_encoded([1, 2]), "not a gdbext machine-state file"),
     (_encoded({"format": "something-else"}), "not a gdbext machine-state file"),
     (_encoded({**_good_doc(), "version": VERSION + 1}), "version 2 is not one"),
