@@ -495,15 +495,15 @@ def _run_range(va: int, end: int, end_pa: int, size: int, a: tuple, pages: int) 
 
 
 class _Replay:
-    """A table's runs relative to its first VA, by column, and its problems."""
+    """One PT's runs relative to its first VA, by column, and its problems."""
 
-    __slots__ = ("starts", "ends", "end_pas", "sizes", "keys", "pages", "count", "found", "problems")
+    __slots__ = ("starts", "ends", "end_pas", "keys", "pages", "count", "found", "problems")
 
-    def __init__(self, runs: list[int], problems: list | None, found: int):
+    def __init__(self, runs: list[int], problems: list | None):
         self.starts, self.ends, self.end_pas = runs[0::6], runs[1::6], runs[2::6]
-        self.sizes, self.keys, self.pages = runs[3::6], runs[4::6], runs[5::6]
+        self.keys, self.pages = runs[4::6], runs[5::6]
         self.count = len(self.starts)
-        self.found = found          # leaf entries, for progress
+        self.found = sum(self.pages)
         self.problems = problems
 
 
@@ -537,8 +537,6 @@ class _Dumper:
         # (PT, U/S+R/W from above, XD from above) -> its runs relative to
         # its first VA (six ints each, as `runs`) and its problems.
         self.leaf_memo: dict[tuple[int, int, int], _Replay] = {}
-        self.table_memo: dict[tuple[int, int, int, int], _Replay] = {}
-        self.replay = True      # False: every table scanned entry by entry (the tests' reference)
         self.pk = _pk_enabled(ctx)
         # Bits of a leaf that make up its effective rights, besides U/S and
         # R/W which the upper levels may already have taken away.
@@ -571,22 +569,6 @@ class _Dumper:
         if name == "PT":
             self.leaves(table, va_base, keep, nx)
             return
-        shift = _SHIFT[name]
-        if depth and self.replay and va_base >= self.lo and va_base + (1 << (shift + 9)) <= self.hi:
-            # A table below the root, whole in the window: interpreted once
-            # per (table, rights from above), its runs replayed after (see
-            # leaves; ESPFIX reaches one PD from thousands of slots).
-            key = (table, depth, keep, nx)
-            memo = self.table_memo.get(key)
-            if memo is None:
-                memo = self.table_memo[key] = self._isolated(
-                    lambda: self._descend(table, depth, 0, keep, nx))
-            self._replay(memo, va_base)
-            return
-        self._descend(table, depth, va_base, keep, nx)
-
-    def _descend(self, table: int, depth: int, va_base: int, keep: int, nx: int) -> None:
-        name = self.names[depth]
         shift = _SHIFT[name]
         span = 1 << shift
         top = depth == 0
@@ -646,67 +628,58 @@ class _Dumper:
         from above): the same PT reached again (Linux's ESPFIX area reaches
         a few tables thousands of times) gives the same runs at another VA,
         so its runs are kept relative to the table's start and replayed."""
-        if not (self.replay and va_base >= self.lo and va_base + (1 << 21) <= self.hi):
+        if not (va_base >= self.lo and va_base + (1 << 21) <= self.hi):
             self._scan_leaves(table, va_base, keep, nx)
             if self.progress is not None:
                 self.progress(len(self.tables), self.leaf_count)
             return
         memo = self.leaf_memo.get((table, keep, nx))
         if memo is None:
-            memo = self.leaf_memo[(table, keep, nx)] = self._isolated(
-                lambda: self._scan_leaves(table, 0, keep, nx, whole=True))
-        self._replay(memo, va_base)
-        if self.progress is not None:
-            self.progress(len(self.tables), self.leaf_count)
-
-    def _isolated(self, scan) -> "_Replay":
-        """Run `scan` (a table at VA 0) on its own: no open run before it, the
-        whole address space as the window; its runs and problems kept."""
-        saved = self.run, self.runs, self.problems, self.leaf_count, self.lo, self.hi
-        self.run, self.runs = None, []    # leaf_count runs on: progress stays monotonic
-        self.problems = [] if saved[2] is not None else None
-        self.lo, self.hi = 0, 1 << 64
-        try:
-            scan()
-            if self.run is not None:
-                self.runs.extend(self.run)
-            return _Replay(self.runs, self.problems, self.leaf_count - saved[3])
-        finally:
-            self.run, self.runs, self.problems, self.leaf_count, self.lo, self.hi = saved
-
-    def _replay(self, memo: "_Replay", va_base: int) -> None:
-        """A table's runs at va_base, the first merged into the open run when
-        it continues it, the last left open, as a scan of it would leave them."""
+            saved = self.run, self.runs, self.problems, self.leaf_count
+            self.run, self.runs = None, []
+            self.problems = [] if saved[2] is not None else None
+            try:
+                self._scan_leaves(table, 0, keep, nx, whole=True)
+                if self.run is not None:
+                    self.runs.extend(self.run)
+                memo = self.leaf_memo[(table, keep, nx)] = _Replay(self.runs, self.problems)
+            finally:
+                self.run, self.runs, self.problems, self.leaf_count = saved
         if memo.problems:
             for va, text in memo.problems:
                 self.problem(va_base + va, text)
-        self.leaf_count += memo.found
-        n = memo.count
-        if not n:
-            return
         run = self.run
-        first = 0
-        size0 = memo.sizes[0]
-        if run is not None and run[1] == memo.starts[0] + va_base and run[3] == size0 \
-                and run[2] == memo.end_pas[0] - memo.pages[0] * size0 and run[4] == memo.keys[0]:
-            run[1] = memo.ends[0] + va_base      # the table's first run continues the open one
-            run[2] = memo.end_pas[0]
-            run[5] += memo.pages[0]
-            first = 1
-        if first < n:
-            if run is not None:
-                self.runs.extend(run)
-            last = n - 1
-            if first < last:
-                # The runs in between, shifted to this VA, a column at a time in C.
-                shift = repeat(va_base)
-                self.runs.extend(chain.from_iterable(zip(
-                    map(add, memo.starts[first:last], shift), map(add, memo.ends[first:last], shift),
-                    memo.end_pas[first:last], memo.sizes[first:last], memo.keys[first:last],
-                    memo.pages[first:last])))
-            run = [memo.starts[last] + va_base, memo.ends[last] + va_base, memo.end_pas[last], memo.sizes[last],
-                   memo.keys[last], memo.pages[last]]
+        if run is not None and run[3] != TABLE_SIZE:
+            self.runs.extend(run)
+            run = None
+        n = memo.count
+        if n:
+            first = 0
+            start = memo.starts[0] + va_base
+            if run is not None and run[1] == start and run[2] == memo.end_pas[0] - memo.pages[0] * TABLE_SIZE \
+                    and run[4] == memo.keys[0]:
+                run[1] = memo.ends[0] + va_base      # the table's first run continues the open one
+                run[2] = memo.end_pas[0]
+                run[5] += memo.pages[0]
+                first = 1
+            if first < n:
+                if run is not None:
+                    self.runs.extend(run)
+                last = n - 1
+                if first < last:
+                    # The runs in between, shifted to this VA, a column at a
+                    # time in C (ESPFIX: 2,000 replays of 32 runs).
+                    shift = repeat(va_base)
+                    self.runs.extend(chain.from_iterable(zip(
+                        map(add, memo.starts[first:last], shift), map(add, memo.ends[first:last], shift),
+                        memo.end_pas[first:last], repeat(TABLE_SIZE, last - first), memo.keys[first:last],
+                        memo.pages[first:last])))
+                run = [memo.starts[last] + va_base, memo.ends[last] + va_base, memo.end_pas[last], TABLE_SIZE,
+                       memo.keys[last], memo.pages[last]]
         self.run = run
+        self.leaf_count += memo.found
+        if self.progress is not None:
+            self.progress(len(self.tables), self.leaf_count)
 
     def _scan_leaves(self, table: int, va_base: int, keep: int, nx: int, whole: bool = False) -> None:
         """The hot loop: every entry of one PT, merged into the open run."""

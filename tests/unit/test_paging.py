@@ -717,7 +717,7 @@ def test_short_reads_raise_only_paging_error(data, ctx):
 def _scanned_everywhere(read, ctx: PagingContext, problems: list) -> list[Range]:
     """dump() without replaying PTs seen before: every table scanned entry by entry."""
     d = paging._Dumper(read, ctx, 0, 1 << 64, problems)
-    d.replay = False
+    d.leaves = d._scan_leaves
     d.descend(ctx.root, 0, 0, paging.PTE_US | paging.PTE_RW, 0)
     return d.ranges()
 
