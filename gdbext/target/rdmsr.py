@@ -184,13 +184,15 @@ class _Rdmsr:
                         snap.halted = False
                     else:
                         remote.step()
-                    if remote.read("rip") != rip + len(RDMSR):
+                    landed = remote.read("rip")
+                    if landed != rip + len(RDMSR):
                         # QEMU's TCG answers 0 for MSRs it does not know instead of
                         # raising #GP, so this should not happen; if it does, the
                         # exception frame was pushed: say so, do not guess.
                         raise TargetError(
-                            f"gdbext: rdmsr {number:#x} faulted on vCPU {snap.cpu}; registers restored, "
-                            "but the exception frame written below RSP was not")
+                            f"gdbext: rdmsr {number:#x} did not complete on vCPU {snap.cpu} (the step "
+                            f"from {rip:#x} ended at {landed:#x}); registers restored, but anything the "
+                            "CPU wrote below RSP was not")
                     results[number] = ((remote.read("rdx") & 0xFFFFFFFF) << 32) | (remote.read("rax") & 0xFFFFFFFF)
             finally:
                 if ring0 is not None:

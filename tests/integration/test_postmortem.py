@@ -161,10 +161,11 @@ def test_live_only_commands_refuse_in_one_line(stop):
 def test_second_vcpu(stop):
     if stop["smp"] < 2:
         pytest.skip("one vCPU at this stop")
-    # vCPU 1 is an application processor the kernel never starts: halted, in
-    # the firmware's protected mode; what fails live must fail alike.
+    # vCPU 1 is an application processor the kernel never starts, halted
+    # where the firmware parked it (OVMF 2022.11: protected mode; 2025.02:
+    # 64-bit mode): what answers live answers alike, what fails fails alike.
     cpl = json.loads(stop["cpu1"]["info cpl"])
-    assert cpl["cpu"] == 1 and cpl["mode"] != "64-bit"
+    assert cpl["cpu"] == 1
     for command in SECOND_CPU:
         assert _comparable(stop["cpu1_saved"][command]) == _comparable(stop["cpu1"][command]), command
 
@@ -338,6 +339,12 @@ def test_linux_guest_state_answers_as_live(tmp_path):
         m = stop_in_kernel(b)   # entry_SYSCALL_64: CPL 0 on the user half of KPTI
         for command in LINUX_COMMANDS:
             live[command] = _answer(b.gdb, command)
+            if "did not complete on vCPU" in live[command]:
+                # Seen once under QEMU 10: the first rdmsr injection's step
+                # ended elsewhere (the guest is restored, and it says so).
+                # This test is about saving, so read the stop once more.
+                b.gdb.command("python import gdbext.target as t; t.invalidate()")
+                live[command] = _answer(b.gdb, command)
         save = b.gdb.json(f"gdbext-save {state}", timeout=120)
     # Saving a Linux stop costs under five seconds (scripts/bench-save,
     # measured here: 0.04 s and 14 KB, 131 pages with both KPTI halves).
