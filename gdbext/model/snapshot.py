@@ -212,16 +212,10 @@ class Snapshot:
     # -- physical memory -------------------------------------------------
     def read_phys(self, pa: int, size: int) -> bytes:
         """`size` bytes of guest-physical memory at `pa`, read a page at a time
-        (or exactly, with exact_reads)."""
-        if self.exact_reads:
-            data = self.ranges.get((pa, size))
-            if data is None:
-                data = bytes(self.phys_reader(pa, size))
-                if len(data) != size:
-                    raise SnapshotError(f"short read at physical {pa:#x}")
-                self.ranges[(pa, size)] = data
-        elif (self.small_reads_exact and size <= SMALL_READ and pa // PAGE not in self.pages
-              and pa % PAGE + size <= PAGE):
+        (or exactly, with exact_reads, or small_reads_exact for a small read
+        from a page not read yet)."""
+        if self.exact_reads or (self.small_reads_exact and size <= SMALL_READ and pa // PAGE not in self.pages
+                                and pa % PAGE + size <= PAGE):
             data = self.ranges.get((pa, size))
             if data is None:
                 data = bytes(self.phys_reader(pa, size))
